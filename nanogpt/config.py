@@ -1,0 +1,188 @@
+"""Config schemas, their registration in Hydra's ConfigStore, and value checks.
+
+Every YAML file under conf/ extends one of these dataclasses, so Hydra rejects an unknown key
+(`optimizer.learnig_rate=...`) or a wrong type (`model.n_layer=abc`) while composing, before
+anything runs. Rules that types cannot express (n_embd divisible by n_head, positive sizes, ...)
+live in `validate`, which raises a one-line `ConfigError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A bad value in the config or on the command line; printed as one line, exit code 2."""
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    # Biases in Linear and LayerNorm layers: GPT-2 has them; without them training is a bit
+    # faster and no worse, which is why nanoGPT's from-scratch configs turn them off.
+    bias: bool = False
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    batch_size: int = 12
+    # The model's context length: one dataset key, so the model and the loader always agree.
+    block_size: int = 64
+    # A local copy of the raw text; when null the cached copy or a download is used.
+    source: Optional[str] = None
+    # Where prepared datasets live (relative paths are relative to the launch directory).
+    data_dir: str = "data"
+    val_fraction: float = 0.1
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0 disables clipping
+    decay_lr: bool = True
+    warmup_iters: int = 100
+    # null: decay over the whole run (max_iters)
+    lr_decay_iters: Optional[int] = None
+    min_lr: float = 1e-4
+
+
+@dataclass
+class SystemConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16
+    compile: str = "auto"  # auto | true | false
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    system: SystemConfig = MISSING
+    max_iters: int = 2000
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    gradient_accumulation_steps: int = 1
+    seed: int = 1337
+    init_from: str = "scratch"  # scratch | resume
+    run_dir: Optional[str] = None
+    always_save_checkpoint: bool = True
+    eval_only: bool = False
+
+
+@dataclass
+class SampleConfig:
+    system: SystemConfig = MISSING
+    run_dir: Optional[str] = None
+    checkpoint: str = "best"  # best | last
+    prompt: str = "\n"  # text, or FILE:path
+    num_samples: int = 3
+    max_new_tokens: int = 500
+    temperature: float = 0.8
+    top_k: Optional[int] = 200
+    seed: int = 1337
+
+
+@dataclass
+class PrepareConfig:
+    dataset: DatasetConfig = MISSING
+    force: bool = False
+
+
+def register_configs() -> None:
+    """Make the schemas known to Hydra; each YAML file names its schema in its defaults list."""
+    from nanogpt.resume import hydra_output_subdir, resolve_run_dir  # here: resume imports this module
+
+    OmegaConf.register_new_resolver("nanogpt.run_dir", resolve_run_dir, replace=True)
+    OmegaConf.register_new_resolver("nanogpt.output_subdir", hydra_output_subdir, replace=True)
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="sample_schema", node=SampleConfig)
+    cs.store(name="prepare_schema", node=PrepareConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    cs.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
+    cs.store(group="system", name="system_schema", node=SystemConfig)
+
+
+def _require(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {rule}")
+
+
+DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+COMPILE_CHOICES = ("auto", "true", "false")
+
+
+def validate_system(system: DictConfig | SystemConfig) -> None:
+    device = str(system.device)
+    kind, _, index = device.partition(":")
+    _require(
+        kind in DEVICE_KINDS and (not index or (kind == "cuda" and index.isdigit())),
+        "system.device",
+        device,
+        "must be one of auto, cpu, cuda, cuda:N, mps",
+    )
+    _require(str(system.dtype) in DTYPES, "system.dtype", system.dtype, f"must be one of {', '.join(DTYPES)}")
+    _require(
+        str(system.compile).lower() in COMPILE_CHOICES,
+        "system.compile",
+        system.compile,
+        "must be auto, true or false",
+    )
+
+
+def validate_train(cfg: DictConfig | TrainConfig) -> None:
+    """Check the values that types alone cannot; raise ConfigError naming the first bad key."""
+    m, d, o = cfg.model, cfg.dataset, cfg.optimizer
+    for key, value in (("model.n_layer", m.n_layer), ("model.n_head", m.n_head), ("model.n_embd", m.n_embd)):
+        _require(value > 0, key, value, "must be a positive integer")
+    _require(
+        m.n_embd % m.n_head == 0,
+        "model.n_embd",
+        m.n_embd,
+        f"must be divisible by model.n_head={m.n_head}",
+    )
+    _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+    _require(d.batch_size > 0, "dataset.batch_size", d.batch_size, "must be a positive integer")
+    _require(d.block_size > 0, "dataset.block_size", d.block_size, "must be a positive integer")
+    _require(0.0 < d.val_fraction < 1.0, "dataset.val_fraction", d.val_fraction, "must be in (0, 1)")
+    _require(o.name == "adamw", "optimizer.name", o.name, "the only optimizer is adamw")
+    _require(o.learning_rate > 0, "optimizer.learning_rate", o.learning_rate, "must be > 0")
+    _require(0 <= o.min_lr <= o.learning_rate, "optimizer.min_lr", o.min_lr, "must be in [0, learning_rate]")
+    _require(o.weight_decay >= 0, "optimizer.weight_decay", o.weight_decay, "must be >= 0")
+    _require(0 <= o.beta1 < 1, "optimizer.beta1", o.beta1, "must be in [0, 1)")
+    _require(0 <= o.beta2 < 1, "optimizer.beta2", o.beta2, "must be in [0, 1)")
+    _require(o.grad_clip >= 0, "optimizer.grad_clip", o.grad_clip, "must be >= 0 (0 disables clipping)")
+    _require(o.warmup_iters >= 0, "optimizer.warmup_iters", o.warmup_iters, "must be >= 0")
+    if o.lr_decay_iters is not None:
+        _require(o.lr_decay_iters > 0, "optimizer.lr_decay_iters", o.lr_decay_iters, "must be > 0 or null")
+    _require(cfg.max_iters >= 0, "max_iters", cfg.max_iters, "must be >= 0")
+    for key in ("eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps"):
+        _require(cfg[key] > 0, key, cfg[key], "must be a positive integer")
+    _require(cfg.init_from in ("scratch", "resume"), "init_from", cfg.init_from, "must be scratch or resume")
+    validate_system(cfg.system)
+
+
+def validate_sample(cfg: DictConfig | SampleConfig) -> None:
+    _require(cfg.checkpoint in ("best", "last"), "checkpoint", cfg.checkpoint, "must be best or last")
+    _require(cfg.num_samples > 0, "num_samples", cfg.num_samples, "must be a positive integer")
+    _require(cfg.max_new_tokens > 0, "max_new_tokens", cfg.max_new_tokens, "must be >= 1")
+    _require(cfg.temperature >= 0, "temperature", cfg.temperature, "must be >= 0 (0 = greedy)")
+    if cfg.top_k is not None:
+        _require(cfg.top_k > 0, "top_k", cfg.top_k, "must be a positive integer or null")
+    validate_system(cfg.system)

@@ -1,0 +1,92 @@
+"""The run's local record: `metrics.jsonl` (one JSON object per event) and `loss.png`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class MetricsLog:
+    """Appends one JSON object per line and flushes it, so a reader (or a crash) never sees more
+    than one partial line; readers skip a partial last line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")
+
+    def write(self, event: str, **fields: Any) -> None:
+        record = {"event": event, **{k: _jsonable(v) for k, v in fields.items()}}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _jsonable(value: Any) -> Any:
+    # JSON has no NaN/inf: write them as null rather than emitting invalid JSON.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Every complete record of a metrics.jsonl; a line cut by a crash is skipped."""
+    records = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def plot_losses(metrics_path: Path, out_path: Path, title: str = "") -> None:
+    """Train and val loss against tokens seen, with the learning rate on a second axis."""
+    records = read_metrics(metrics_path)
+    train = [r for r in records if r.get("event") == "train" and r.get("loss") is not None]
+    evals = [r for r in records if r.get("event") == "eval" and r.get("val_loss") is not None]
+    if not train and not evals:
+        return
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib  # imported here: it costs half a second of start-up that most commands never need
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    if train:
+        ax.plot([r["tokens"] for r in train], [r["loss"] for r in train], color="tab:blue", alpha=0.45, lw=1, label="train loss (batch)")
+    if evals:
+        ax.plot([r["tokens"] for r in evals], [r["train_loss"] for r in evals], "o-", color="tab:blue", ms=3, label="train loss (eval)")
+        ax.plot([r["tokens"] for r in evals], [r["val_loss"] for r in evals], "o-", color="tab:orange", ms=3, label="val loss")
+        best = min(evals, key=lambda r: r["val_loss"])
+        ax.annotate(f"best val {best['val_loss']:.4f}", (best["tokens"], best["val_loss"]), textcoords="offset points", xytext=(-10, 12), ha="right", fontsize=8)
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("cross-entropy loss (nats/token)")
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if train and any("lr" in r for r in train):
+        lr_ax = ax.twinx()
+        lr_ax.plot([r["tokens"] for r in train], [r["lr"] for r in train], color="tab:gray", ls="--", lw=1, label="learning rate")
+        lr_ax.set_ylabel("learning rate")
+        lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        more_handles, more_labels = lr_ax.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, loc="upper right", fontsize=8)
+    ax.set_title(title or "loss", fontsize=10)
+    fig.tight_layout()
+    tmp = out_path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out_path)

@@ -1,0 +1,34 @@
+"""Prepare a dataset into data/<name>/ (training does this by itself on first use).
+
+    python -m nanogpt.prepare dataset=shakespeare_char
+    python -m nanogpt.prepare dataset=shakespeare_char dataset.source=/path/to/input.txt force=true
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from nanogpt.cli import run_or_exit
+from nanogpt.config import register_configs
+from nanogpt.data import dataset_dir, prepare
+
+
+def prepare_dataset(cfg: DictConfig) -> dict:
+    d = cfg.dataset
+    meta = prepare(d.name, d.data_dir, d.source, d.val_fraction, force=cfg.force)
+    print(
+        f"{d.name}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
+        f"vocabulary {meta['vocab_size']}, in {dataset_dir(d.data_dir, d.name)}"
+    )
+    return meta
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    run_or_exit(lambda: prepare_dataset(cfg))
+
+
+if __name__ == "__main__":
+    register_configs()
+    main()

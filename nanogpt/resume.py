@@ -1,0 +1,133 @@
+"""Continue a run: find its folder and newest valid checkpoint, and rebuild its config from the
+checkpoint with only the overrides that leave the model and the data stream unchanged."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, load_checkpoint
+from nanogpt.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Keys a resumed run may change: they steer the loop, the optimizer's schedule or the hardware,
+# but not the model's shape nor which batches it sees.
+RESUMABLE_KEYS = (
+    "max_iters",
+    "eval_interval",
+    "eval_iters",
+    "log_interval",
+    "always_save_checkpoint",
+    "eval_only",
+    "init_from",
+    "run_dir",
+    "optimizer.learning_rate",
+    "optimizer.min_lr",
+    "optimizer.warmup_iters",
+    "optimizer.lr_decay_iters",
+    "optimizer.decay_lr",
+    "optimizer.grad_clip",
+    "optimizer.weight_decay",
+    "optimizer.beta1",
+    "optimizer.beta2",
+    "dataset.data_dir",
+    "system",
+    "system.device",
+    "system.dtype",
+    "system.compile",
+)
+
+
+def resolve_run_dir(init_from: str, run_dir: str | None, new_dir: str) -> str:
+    """Hydra's run folder (resolver `nanogpt.run_dir`): the run being resumed, else a new one.
+    Resuming without run_dir picks the most recent run under outputs/."""
+    if init_from != "resume":
+        return new_dir
+    if run_dir:
+        return run_dir
+    latest = find_latest_run(Path("outputs"))
+    return str(latest) if latest is not None else new_dir
+
+
+def hydra_output_subdir(init_from: str, timestamp: str) -> str:
+    """Where Hydra saves the composed config (resolver `nanogpt.output_subdir`): a resumed run keeps
+    the original `.hydra/` and records each resume's config and overrides beside it."""
+    return ".hydra" if init_from != "resume" else f".hydra/resume-{timestamp}"
+
+
+def find_latest_run(outputs_root: Path) -> Path | None:
+    """The run folder under outputs_root whose checkpoint was written most recently."""
+    candidates = [p for name in CKPT_NAMES.values() for p in outputs_root.glob(f"**/{name}")]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda p: p.stat().st_mtime).parent
+
+
+def load_newest_valid(run_dir: Path) -> tuple[dict[str, Any], Path]:
+    """The newest checkpoint of run_dir that loads; a corrupt one is reported and skipped."""
+    paths = [run_dir / name for name in CKPT_NAMES.values() if (run_dir / name).is_file()]
+    if not paths:
+        raise CheckpointError(f"{run_dir}: no checkpoint to resume from (expected {' or '.join(CKPT_NAMES.values())})")
+    errors = []
+    for path in sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            log.warning("%s; trying an older checkpoint", exc)
+            errors.append(str(exc))
+            continue
+        if errors:
+            log.warning("resuming from %s instead", path)
+        return state, path
+    raise CheckpointError("; ".join(errors))
+
+
+def override_keys(overrides: list[str]) -> list[str]:
+    """The config keys named by command-line overrides ("+a.b=1" -> "a.b", "model=small" -> "model")."""
+    keys = []
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if not key.startswith("hydra.") and not key.startswith("hydra/"):
+            keys.append(key.replace("/", "."))
+    return keys
+
+
+def resumed_config(saved: DictConfig, requested: DictConfig, overridden: list[str]) -> DictConfig:
+    """The checkpoint's config with the user's overrides applied where they are allowed.
+
+    An override that would change anything else (architecture, dataset, seed, batch shape) is
+    refused with the key, the checkpoint's value and the requested value."""
+    cfg = saved.copy()
+    OmegaConf.set_struct(cfg, False)
+    for key in overridden:
+        new = OmegaConf.select(requested, key)
+        old = OmegaConf.select(saved, key)
+        if _plain(new) == _plain(old):
+            continue
+        if key in RESUMABLE_KEYS or any(key.startswith(prefix + ".") for prefix in ("system", "wandb")):
+            OmegaConf.update(cfg, key, new, force_add=True)
+            continue
+        raise _conflict(key, old, new)
+    cfg.init_from = "resume"
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def _conflict(key: str, old: Any, new: Any) -> ConfigError:
+    return ConfigError(
+        f"{key} cannot change on resume: the checkpoint has {_show(old)}, you asked for {_show(new)} "
+        f"(start a new run instead, or drop the override)"
+    )
+
+
+def _show(value: Any) -> str:
+    return json.dumps(_plain(value), sort_keys=True)

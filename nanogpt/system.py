@@ -1,0 +1,164 @@
+"""Turn `system.{device,dtype,compile}` (which may say "auto") into concrete choices, and
+estimate the device's peak FLOP/s for MFU."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+from dataclasses import dataclass
+
+import torch
+
+from nanogpt.config import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class System:
+    device: str  # "cpu", "cuda", "cuda:1", "mps"
+    dtype: str  # "float32", "bfloat16", "float16"
+    compile: bool
+
+    @property
+    def device_type(self) -> str:
+        return self.device.split(":")[0]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the forward pass; float32 runs as it is."""
+        if self.dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.torch_dtype)
+
+    def describe(self) -> str:
+        return f"device={self.device} ({device_name(self.device)}) dtype={self.dtype} compile={self.compile}"
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU has bfloat16 matmul instructions (AVX512-BF16 or AMX); elsewhere
+    bfloat16 is emulated and slower than float32."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def resolve_system(device: str, dtype: str, compile: str) -> System:
+    """Resolve "auto" values and refuse combinations the hardware cannot run (ConfigError)."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            device = "cuda"
+        elif torch.backends.mps.is_available():
+            device = "mps"
+        else:
+            device = "cpu"
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"system.device={device!r} is invalid: no CUDA GPU is visible (use system.device=cpu or auto)")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"system.device={device!r} is invalid: only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"system.device={device!r} is invalid: MPS is not available here (use system.device=cpu or auto)")
+
+    if dtype == "auto":
+        if kind == "cuda":
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        elif kind == "cpu" and cpu_has_fast_bf16():
+            dtype = "bfloat16"
+        else:
+            dtype = "float32"
+    if dtype == "bfloat16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"system.dtype='bfloat16' is invalid: {device_name(device)} cannot run bfloat16 (use float16 or auto)"
+        )
+    if dtype == "float16" and kind != "cuda":
+        raise ConfigError(f"system.dtype='float16' is invalid on {kind}: float16 training needs a CUDA GPU (use bfloat16 or float32)")
+
+    compile_choice = str(compile).lower()
+    use_compile = kind == "cuda" if compile_choice == "auto" else compile_choice == "true"
+    return System(device=device, dtype=dtype, compile=use_compile)
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    if device == "mps":
+        return "Apple GPU"
+    return platform.processor() or platform.machine() or "CPU"
+
+
+# Dense peak TFLOP/s (bf16/fp16 tensor cores, without sparsity; float32 means TF32) from the
+# vendors' data sheets, looked up by a substring of torch.cuda.get_device_name().
+_GPU_PEAK_TFLOPS = {
+    "H200": (989.0, 494.0),
+    "H100 PCIe": (756.0, 378.0),
+    "H100": (989.0, 494.0),
+    "A100": (312.0, 156.0),
+    "A10G": (125.0, 62.5),
+    "L40S": (362.0, 183.0),
+    "L4": (121.0, 60.0),
+    "RTX 4090": (165.0, 82.6),
+    "RTX 3090": (71.0, 35.6),
+    "V100": (125.0, 15.7),
+    "T4": (65.0, 8.1),
+}
+
+
+def peak_flops(system: System) -> float | None:
+    """Peak FLOP/s of the device at the run's dtype, or None where we cannot tell."""
+    half = system.dtype in ("bfloat16", "float16")
+    if system.device_type == "cuda":
+        name = torch.cuda.get_device_name(torch.device(system.device))
+        for key, (half_tflops, fp32_tflops) in _GPU_PEAK_TFLOPS.items():
+            if key in name:
+                return (half_tflops if half else fp32_tflops) * 1e12
+        return None
+    if system.device_type == "cpu":
+        return _cpu_peak_flops(bf16=half)
+    return None
+
+
+def _cpu_peak_flops(bf16: bool) -> float | None:
+    """cores x clock x FLOPs per cycle: two FMA units per core, each 8 (AVX2) or 16 (AVX-512)
+    float32 lanes, 2 FLOPs per FMA; AVX512-BF16 doubles the lanes for bfloat16."""
+    flags = cpu_flags()
+    mhz = _cpu_mhz()
+    if not flags or mhz is None:
+        return None
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    if bf16 and "avx512_bf16" in flags:
+        lanes *= 2
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = min(cores, torch.get_num_threads())
+    return cores * mhz * 1e6 * 2 * lanes * 2
+
+
+def _cpu_mhz() -> float | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    return float(line.split(":")[1])
+    except (OSError, ValueError):
+        pass
+    return None

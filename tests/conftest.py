@@ -1,0 +1,82 @@
+"""Shared fixtures: the real tiny Shakespeare corpus, prepared once per session, and a helper
+that runs the real command-line entry points in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from nanogpt.config import register_configs
+from nanogpt.data import TINY_SHAKESPEARE_URL, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+register_configs()
+
+
+@pytest.fixture(scope="session")
+def shakespeare_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The exact 1,115,394-character tiny Shakespeare: ../shared's copy (CI), else a download,
+    else the tests that need it are skipped with the reason."""
+    shared = SHARED / "data" / "tinyshakespeare" / "input.txt"
+    if shared.is_file():
+        return shared
+    target = tmp_path_factory.mktemp("corpus") / "input.txt"
+    try:
+        with urllib.request.urlopen(TINY_SHAKESPEARE_URL, timeout=20) as response:
+            target.write_bytes(response.read())
+    except OSError as exc:
+        pytest.skip(f"tiny Shakespeare is not in ../shared and cannot be downloaded ({exc})")
+    return target
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory, shakespeare_path: Path) -> Path:
+    """A data folder with shakespeare_char prepared from the real corpus."""
+    folder = tmp_path_factory.mktemp("data")
+    prepare("shakespeare_char", folder, str(shakespeare_path), 0.1)
+    return folder
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
+    env["WANDB_MODE"] = env.get("WANDB_MODE", "offline")
+    env["HYDRA_FULL_ERROR"] = "0"
+    return env
+
+
+def run_cli(module: str, *overrides: str, cwd: Path | None = None, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `python -m <module> <overrides>` and return the finished process (text output)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=cwd or ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {' '.join(overrides)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+# A model small enough that a few dozen iterations take a few seconds on two cores.
+TINY = (
+    "model.n_layer=2",
+    "model.n_head=2",
+    "model.n_embd=32",
+    "dataset.block_size=32",
+    "dataset.batch_size=8",
+    "eval_iters=4",
+    "system.device=cpu",
+    "system.dtype=float32",
+)

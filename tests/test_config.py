@@ -1,0 +1,111 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
+
+from nanogpt.config import ConfigError, validate_train
+from tests.conftest import ROOT
+
+CONF = ROOT / "conf"
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_bare_default_is_the_cpu_quickstart():
+    cfg = compose_train()
+    assert (cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, cfg.model.dropout) == (4, 4, 128, 0.0)
+    assert (cfg.dataset.name, cfg.dataset.block_size, cfg.dataset.batch_size, cfg.max_iters) == ("shakespeare_char", 64, 12, 2000)
+    validate_train(cfg)
+
+
+@pytest.mark.parametrize("group", ["model", "dataset", "optimizer", "system", "experiment"])
+def test_every_option_composes_and_validates(group):
+    assert options(group), f"conf/{group} is empty"
+    for option in options(group):
+        cfg = compose_train(f"{group}={option}")
+        OmegaConf.resolve(cfg)
+        validate_train(cfg)
+
+
+def test_model_shapes():
+    shapes = {name: (compose_train(f"model={name}").model.n_layer, compose_train(f"model={name}").model.n_head, compose_train(f"model={name}").model.n_embd) for name in options("model")}
+    assert shapes == {
+        "mini": (4, 4, 128), "small": (6, 6, 384), "gpt2": (12, 12, 768),
+        "gpt2-medium": (24, 16, 1024), "gpt2-large": (36, 20, 1280), "gpt2-xl": (48, 25, 1600),
+    }
+
+
+def test_experiment_shakespeare_char_matches_nanogpt():
+    cfg = compose_train("experiment=shakespeare_char")
+    assert (cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, cfg.model.dropout) == (6, 6, 384, 0.2)
+    assert (cfg.dataset.block_size, cfg.dataset.batch_size) == (256, 64)
+    assert (cfg.optimizer.learning_rate, cfg.optimizer.min_lr, cfg.optimizer.beta2, cfg.optimizer.warmup_iters) == (1e-3, 1e-4, 0.99, 100)
+    assert (cfg.max_iters, cfg.eval_interval, cfg.eval_iters, cfg.gradient_accumulation_steps) == (5000, 250, 200, 1)
+
+
+def test_experiment_cpu_run_matches_nanogpt_readme():
+    cfg = compose_train("experiment=shakespeare_char_cpu")
+    assert (cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, cfg.model.dropout) == (4, 4, 128, 0.0)
+    assert (cfg.dataset.block_size, cfg.dataset.batch_size, cfg.max_iters, cfg.eval_iters) == (64, 12, 2000, 20)
+    assert cfg.system.device == "cpu"
+
+
+def test_typo_in_key_fails_at_compose():
+    with pytest.raises(ConfigCompositionException, match="learnig_rate") as err:
+        compose_train("optimizer.learnig_rate=1e-3")
+    assert "Key 'learnig_rate' not in 'OptimizerConfig'" in str(err.value.__cause__)
+
+
+def test_wrong_type_fails_at_compose():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_train("model.n_layer=abc")
+    assert isinstance(err.value.__cause__, ValidationError) and "n_layer" in str(err.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.n_embd=130", "model.n_embd=130 is invalid: must be divisible by model.n_head=4"),
+        ("model.n_layer=0", "model.n_layer=0 is invalid: must be a positive integer"),
+        ("model.dropout=1.0", "model.dropout=1.0 is invalid: must be in [0, 1)"),
+        ("optimizer.learning_rate=0", "optimizer.learning_rate=0.0 is invalid: must be > 0"),
+        ("optimizer.learning_rate=-1e-3", "optimizer.learning_rate=-0.001 is invalid"),
+        ("dataset.block_size=-4", "dataset.block_size=-4 is invalid"),
+        ("dataset.batch_size=0", "dataset.batch_size=0 is invalid"),
+        ("system.device=tpu", "system.device='tpu' is invalid: must be one of auto, cpu, cuda, cuda:N, mps"),
+        ("system.dtype=float8", "system.dtype='float8' is invalid"),
+        ("eval_iters=0", "eval_iters=0 is invalid"),
+        ("init_from=gpt3", "init_from='gpt3' is invalid"),
+    ],
+)
+def test_bad_values_get_one_line_naming_key_value_rule(override, message):
+    cfg = compose_train(override)
+    with pytest.raises(ConfigError) as err:
+        validate_train(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_sample_and_prepare_configs_compose():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        sample = compose(config_name="sample", overrides=["run_dir=x", "top_k=null"])
+        prepare = compose(config_name="prepare")
+    assert sample.run_dir == "x" and sample.top_k is None and sample.checkpoint == "best"
+    assert prepare.dataset.name == "shakespeare_char" and prepare.force is False
+
+
+def test_every_yaml_file_extends_a_schema():
+    for path in CONF.rglob("*.yaml"):
+        if path.parent.name == "experiment" or path.parts[-2] == "launcher":
+            continue
+        text = path.read_text()
+        assert "_schema" in text, f"{path} does not extend a schema"
