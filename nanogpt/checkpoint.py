@@ -31,6 +31,24 @@ def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
     return Path(run_dir) / CKPT_NAMES[which]
 
 
+def keep_snapshot(run_dir: Path, iter_num: int, keep_last_k: int) -> None:
+    """Keep ckpt_last as `ckpt_iter_<N>.pt` too (a hard link: no copy, and safe because
+    checkpoints are only ever replaced by rename, never rewritten), and delete all but the
+    newest keep_last_k such snapshots."""
+    last = checkpoint_path(run_dir, "last")
+    snapshot = run_dir / f"ckpt_iter_{iter_num:07d}.pt"
+    snapshot.unlink(missing_ok=True)
+    os.link(last, snapshot)
+    for old in sorted(run_dir.glob("ckpt_iter_*.pt"))[:-keep_last_k]:
+        old.unlink()
+
+
+def all_checkpoints(run_dir: Path) -> list[Path]:
+    """Every checkpoint file of a run folder, newest first."""
+    paths = [p for p in run_dir.glob("ckpt_*.pt") if p.is_file()]
+    return sorted(paths, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` so that a crash at any moment leaves either the old file or the
     new one, never a mix: temp file in the same folder, fsync, rename, fsync the folder."""
@@ -56,6 +74,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     """Load a checkpoint written by save_checkpoint; CheckpointError names the file otherwise."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch.save's zip format; anything else is not ours
+            raise CheckpointError(f"{path}: unreadable, truncated or corrupt (not a torch checkpoint archive)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -4,13 +4,16 @@ then refused its input is removed again, so a refused command leaves nothing on 
 
 from __future__ import annotations
 
-import re
+import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from nanogpt.checkpoint import CheckpointError
 from nanogpt.config import ConfigError
@@ -23,30 +26,64 @@ EXIT_USER_ERROR = 2
 
 # Taken when the entry module is imported, i.e. before Hydra creates the run folder.
 PROCESS_START = time.time()
+HYDRA_FILES = {".hydra", "train.log"}
+# What was on disk before Hydra made the run folder (None: not known, so nothing is removed):
+# the entries already in the run folder, and the highest folder Hydra has yet to create.
+_before: tuple[set[str], Path | None] | None = None
 
 
-def run_or_exit(task: Callable[[], T], created_dir: Path | None = None) -> T:
-    """Run task(); on a user error print `error: <message>` and exit with status 2."""
+class RunDirGuard(Callback):
+    """Hydra callback (conf/config.yaml) that notes what existed before Hydra creates the run
+    folder, so that a refused command removes exactly what was made for it."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global _before
+        run_dir = Path(config.hydra.run.dir).absolute()
+        missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+        _before = (set(os.listdir(run_dir)) if run_dir.is_dir() else set(), missing[-1] if missing else None)
+
+
+def run_or_exit(task: Callable[[], T], undo: Callable[[], None] | None = None) -> T:
+    """Run task(); on a user error run undo() (removing what Hydra wrote for this command),
+    print `error: <message>` and exit with status 2."""
     try:
         return task()
     except USER_ERRORS as exc:
-        if created_dir is not None:
-            remove_if_fresh(created_dir)
+        if undo is not None:
+            undo()
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USER_ERROR) from None
 
 
+def undo_hydra_outputs(run_dir: Path, output_subdir: str | None) -> None:
+    """Remove the config copy Hydra saved for this command and, if Hydra created the run folder
+    for it, the folder itself."""
+    if output_subdir and Path(output_subdir).name.startswith("resume-"):
+        shutil.rmtree(run_dir / output_subdir, ignore_errors=True)
+    remove_if_fresh(run_dir)
+
+
 def remove_if_fresh(run_dir: Path) -> None:
-    """Delete run_dir if this process created it and nothing but Hydra's own files is in it."""
+    """Remove Hydra's files from run_dir if they were made for this command, then the folders
+    Hydra created on the way to it, as long as they are empty."""
+    if _before is None:
+        return
+    existing, created_root = _before
+    run_dir = run_dir.absolute()
     try:
-        if run_dir.stat().st_mtime < PROCESS_START - 1:
+        for name in HYDRA_FILES - existing:
+            path = run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        if created_root is None:
             return
-        entries = {p.name for p in run_dir.iterdir()}
-        if not entries <= {".hydra", "train.log"}:
-            return
-        shutil.rmtree(run_dir)
-        parent = run_dir.parent
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", parent.name) and not any(parent.iterdir()):
-            parent.rmdir()  # the empty date folder of Hydra's default outputs/<date>/<time>
+        for folder in (run_dir, *run_dir.parents):
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
+            if folder == created_root:
+                break
     except OSError:
         pass

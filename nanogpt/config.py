@@ -80,6 +80,7 @@ class TrainConfig:
     init_from: str = "scratch"  # scratch | resume
     run_dir: Optional[str] = None
     always_save_checkpoint: bool = True
+    keep_last_k: int = 0  # also keep the k most recent checkpoints as ckpt_iter_<N>.pt
     eval_only: bool = False
 
 
@@ -172,6 +173,7 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
     if o.lr_decay_iters is not None:
         _require(o.lr_decay_iters > 0, "optimizer.lr_decay_iters", o.lr_decay_iters, "must be > 0 or null")
     _require(cfg.max_iters >= 0, "max_iters", cfg.max_iters, "must be >= 0")
+    _require(cfg.keep_last_k >= 0, "keep_last_k", cfg.keep_last_k, "must be >= 0")
     for key in ("eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps"):
         _require(cfg[key] > 0, key, cfg[key], "must be a positive integer")
     _require(cfg.init_from in ("scratch", "resume"), "init_from", cfg.init_from, "must be scratch or resume")

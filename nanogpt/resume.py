@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, load_checkpoint
+from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, all_checkpoints, load_checkpoint
 from nanogpt.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ RESUMABLE_KEYS = (
     "eval_iters",
     "log_interval",
     "always_save_checkpoint",
+    "keep_last_k",
     "eval_only",
     "init_from",
     "run_dir",
@@ -70,11 +71,11 @@ def find_latest_run(outputs_root: Path) -> Path | None:
 
 def load_newest_valid(run_dir: Path) -> tuple[dict[str, Any], Path]:
     """The newest checkpoint of run_dir that loads; a corrupt one is reported and skipped."""
-    paths = [run_dir / name for name in CKPT_NAMES.values() if (run_dir / name).is_file()]
+    paths = all_checkpoints(run_dir)
     if not paths:
         raise CheckpointError(f"{run_dir}: no checkpoint to resume from (expected {' or '.join(CKPT_NAMES.values())})")
     errors = []
-    for path in sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True):
+    for path in paths:
         try:
             state = load_checkpoint(path)
         except CheckpointError as exc:

@@ -29,14 +29,16 @@ from omegaconf import DictConfig, OmegaConf
 import nanogpt
 from nanogpt.checkpoint import (
     CKPT_FORMAT,
+    CheckpointError,
     capture_rng_state,
     checkpoint_path,
     restore_rng_state,
+    keep_snapshot,
     save_checkpoint,
 )
-from nanogpt.cli import run_or_exit
+from nanogpt.cli import PROCESS_START, run_or_exit, undo_hydra_outputs
 from nanogpt.config import ConfigError, register_configs, validate_train
-from nanogpt.data import TokenFile, dataset_dir, open_splits, prepare
+from nanogpt.data import DataError, TokenFile, dataset_dir, open_splits, prepare
 from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.resume import find_latest_run, load_newest_valid, override_keys, resumed_config
@@ -138,6 +140,11 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
     data = cfg.dataset
     meta = prepare(data.name, data.data_dir, data.source, data.val_fraction)
     splits = open_splits(dataset_dir(data.data_dir, data.name), data.block_size, system.device)
+    if resume_state is not None and json.loads(resume_state["dataset_meta"]).get("source_sha256") != meta.get("source_sha256"):
+        raise DataError(
+            f"{dataset_dir(data.data_dir, data.name)} was prepared from another corpus than this run's; "
+            f"re-prepare it from the run's source ({json.loads(resume_state['dataset_meta']).get('source')})"
+        )
 
     model_args = dict(vocab_size=meta["vocab_size"], block_size=data.block_size, **OmegaConf.to_container(cfg.model))
     raw_model = GPT(GPTConfig(**model_args)).to(system.device)
@@ -152,7 +159,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
 
     iter_num, best_val_loss, elapsed_before = 0, float("inf"), 0.0
     if resume_state is not None:
-        raw_model.load_state_dict(resume_state["model"])
+        try:
+            raw_model.load_state_dict(resume_state["model"])
+        except RuntimeError:
+            raise CheckpointError(f"{run_dir}: the checkpoint's weights do not fit its own architecture {model_args}") from None
         optimizer.load_state_dict(resume_state["optimizer"])
         scaler.load_state_dict(resume_state["scaler"])
         train_generator.set_state(resume_state["data"]["train_generator"])
@@ -201,6 +211,10 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
         return losses["val"]
 
     metrics = MetricsLog(run_dir / "metrics.jsonl")
+    metrics.write(
+        "start", iter=iter_num, tokens=iter_num * tokens_per_iter, startup_s=time.time() - PROCESS_START,
+        device=system.device, dtype=system.dtype, compile=system.compile, params=raw_model.num_params(),
+    )
     stop = StopRequest()
     window_start, window_iters = time.perf_counter(), 0
     last_eval_iter = iter_num if resume_state is not None else -1
@@ -223,6 +237,8 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
                             save_checkpoint(checkpoint_path(run_dir, "best"), state)
                         if cfg.always_save_checkpoint or iter_num >= cfg.max_iters:
                             save_checkpoint(checkpoint_path(run_dir, "last"), state)
+                            if cfg.keep_last_k:
+                                keep_snapshot(run_dir, iter_num, cfg.keep_last_k)
                         plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"{data.name}: {run_dir.name}")
                     window_start, window_iters = time.perf_counter(), 0
                 if iter_num >= cfg.max_iters:
@@ -282,8 +298,9 @@ def _load_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[
         raise ConfigError("init_from=resume needs run_dir=<a run folder>: no run with a checkpoint was found under outputs/")
     state, path = load_newest_valid(run_dir)
     saved = OmegaConf.create(json.loads(state["config"]))
+    resumed = resumed_config(saved, cfg, override_keys(overrides))
     log.info("resuming %s from %s (iter %d)", run_dir, path.name, state["iter_num"])
-    return state, resumed_config(saved, cfg, override_keys(overrides))
+    return state, resumed
 
 
 def _truncate_metrics(path: Path, iter_num: int) -> None:
@@ -301,7 +318,10 @@ def _truncate_metrics(path: Path, iter_num: int) -> None:
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    return run_or_exit(lambda: train(cfg, run_dir, list(hydra_cfg.overrides.task)), created_dir=run_dir)
+    return run_or_exit(
+        lambda: train(cfg, run_dir, list(hydra_cfg.overrides.task)),
+        undo=lambda: undo_hydra_outputs(run_dir, hydra_cfg.output_subdir),
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+"""Training speed of the real training command: ms/iter, tokens/s and MFU (medians), start-up time.
+
+    python benchmarks/train_throughput.py                                   # the CPU quickstart model
+    python benchmarks/train_throughput.py experiment=shakespeare_char_cpu system.dtype=float32
+    python benchmarks/train_throughput.py --iters 8 --warmup 2 experiment=shakespeare_char   # small model
+
+Runs `python -m nanogpt.train <overrides>` --repeats times (evaluation pushed past the end so only
+training steps are timed, log_interval=1 so every step is recorded), drops the first --warmup
+steps of each run, and reports medians over all remaining steps. Prints a table and writes JSON
+to benchmarks/results/train_throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+
+
+def run_once(overrides: list[str], iters: int, workdir: Path) -> dict:
+    run_dir = workdir / f"run-{time.monotonic_ns()}"
+    args = [
+        sys.executable, "-m", "nanogpt.train", *overrides,
+        f"max_iters={iters}", f"eval_interval={iters + 1}", "log_interval=1", "eval_iters=1",
+        "always_save_checkpoint=false", f"hydra.run.dir={run_dir}",
+    ]
+    if SHARED_CORPUS.is_file() and not any(o.startswith("dataset.source=") for o in overrides):
+        args.append(f"dataset.source={SHARED_CORPUS}")
+    started = time.time()
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    wall = time.time() - started
+    if proc.returncode != 0:
+        sys.exit(f"training failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    start = next(r for r in records if r["event"] == "start")
+    steps = [r for r in records if r["event"] == "train"]
+    return {"start": start, "steps": steps, "wall_s": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="config overrides, as for python -m nanogpt.train")
+    parser.add_argument("--iters", type=int, default=60, help="training steps per run")
+    parser.add_argument("--warmup", type=int, default=10, help="steps dropped at the start of each run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs (medians pool their steps)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_throughput.json")
+    args = parser.parse_args()
+
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(args.repeats):
+            runs.append(run_once(args.overrides, args.iters, Path(tmp)))
+    steps = [s for run in runs for s in run["steps"][args.warmup :]]
+    ms = statistics.median(s["ms_per_iter"] for s in steps)
+    tps = statistics.median(s["tokens_per_sec"] for s in steps)
+    mfus = [s["mfu"] for s in steps if s.get("mfu") is not None]
+    start = runs[0]["start"]
+    result = {
+        "overrides": args.overrides,
+        "device": start["device"], "dtype": start["dtype"], "compile": start["compile"], "params": start["params"],
+        "ms_per_iter": ms, "tokens_per_sec": tps, "mfu": statistics.median(mfus) if mfus else None,
+        "startup_s": statistics.median(r["start"]["startup_s"] for r in runs),
+        "timed_steps": len(steps), "repeats": args.repeats,
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+    }
+    print(f"{'config':<48} {'device':<6} {'dtype':<9} {'ms/iter':>8} {'tokens/s':>10} {'MFU':>6} {'start-up':>9}")
+    mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "-"
+    print(f"{' '.join(args.overrides) or '(defaults)':<48} {result['device']:<6} {result['dtype']:<9} "
+          f"{ms:>8.1f} {tps:>10,.0f} {mfu:>6} {result['startup_s']:>8.2f}s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(args.out.read_text()) if args.out.exists() else []
+    args.out.write_text(json.dumps(existing + [result], indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
