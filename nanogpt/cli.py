@@ -4,6 +4,8 @@ then refused its input is removed again, so a refused command leaves nothing on 
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import shutil
 import sys
@@ -23,6 +25,11 @@ T = TypeVar("T")
 
 USER_ERRORS = (ConfigError, DataError, CheckpointError)
 EXIT_USER_ERROR = 2
+EXIT_TRAINING_ERROR = 1
+
+
+class TrainingError(RuntimeError):
+    """Training went wrong (it diverged); the run folder stays as it is. Printed as one line."""
 
 # Taken when the entry module is imported, i.e. before Hydra creates the run folder.
 PROCESS_START = time.time()
@@ -53,6 +60,24 @@ def run_or_exit(task: Callable[[], T], undo: Callable[[], None] | None = None) -
             undo()
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_USER_ERROR) from None
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_TRAINING_ERROR) from None
+
+
+def run_sweep_job(task: Callable[[], float], run_dir: Path) -> float:
+    """Run one job of a multirun: a job that fails is recorded in `<run_dir>/error.txt` (the
+    sweep report lists it as failed) and scores +inf for sweepers, while the other jobs go on."""
+    try:
+        return task()
+    except (*USER_ERRORS, TrainingError) as exc:
+        message = str(exc)
+    except Exception as exc:  # any crash of one job must not stop the sweep
+        logging.getLogger(__name__).exception("job failed")
+        message = f"{type(exc).__name__}: {exc}"
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    (run_dir / "error.txt").write_text(message + "\n")
+    return math.inf
 
 
 def undo_hydra_outputs(run_dir: Path, output_subdir: str | None) -> None:

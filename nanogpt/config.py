@@ -8,7 +8,7 @@ live in `validate`, which raises a one-line `ConfigError`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -66,11 +66,24 @@ class SystemConfig:
 
 
 @dataclass
+class WandbConfig:
+    enabled: bool = False
+    project: str = "nanogpt"
+    entity: Optional[str] = None
+    name: Optional[str] = None  # null: the run folder's name
+    tags: list[str] = field(default_factory=list)
+    # online | offline | disabled; null: WANDB_MODE, else online when logged in, else offline
+    mode: Optional[str] = None
+    sample_tokens: int = 200  # text sampled at every evaluation and logged (0: none)
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     system: SystemConfig = MISSING
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     max_iters: int = 2000
     eval_interval: int = 250
     eval_iters: int = 20
@@ -178,6 +191,8 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
         _require(cfg[key] > 0, key, cfg[key], "must be a positive integer")
     _require(cfg.init_from in ("scratch", "resume"), "init_from", cfg.init_from, "must be scratch or resume")
     validate_system(cfg.system)
+    _require(cfg.wandb.mode in (None, "online", "offline", "disabled"), "wandb.mode", cfg.wandb.mode, "must be online, offline, disabled or null")
+    _require(cfg.wandb.sample_tokens >= 0, "wandb.sample_tokens", cfg.wandb.sample_tokens, "must be >= 0")
 
 
 def validate_sample(cfg: DictConfig | SampleConfig) -> None:

@@ -51,6 +51,18 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def loss_axis(ax: Any, values: list[float]) -> None:
+    """A log y-axis where the losses span a wide range (early training), with plain tick labels."""
+    from matplotlib.ticker import FormatStrFormatter
+
+    finite = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    if finite and max(finite) / min(finite) > 1.5:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.2f"))
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2f"))
+    ax.grid(alpha=0.3, which="both")
+
+
 def plot_losses(metrics_path: Path, out_path: Path, title: str = "") -> None:
     """Train and val loss against tokens seen, with the learning rate on a second axis."""
     records = read_metrics(metrics_path)
@@ -74,7 +86,7 @@ def plot_losses(metrics_path: Path, out_path: Path, title: str = "") -> None:
         ax.annotate(f"best val {best['val_loss']:.4f}", (best["tokens"], best["val_loss"]), textcoords="offset points", xytext=(-10, 12), ha="right", fontsize=8)
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("cross-entropy loss (nats/token)")
-    ax.grid(alpha=0.3)
+    loss_axis(ax, [r["loss"] for r in train] + [r["val_loss"] for r in evals])
     handles, labels = ax.get_legend_handles_labels()
     if train and any("lr" in r for r in train):
         lr_ax = ax.twinx()

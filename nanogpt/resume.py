@@ -110,7 +110,7 @@ def resumed_config(saved: DictConfig, requested: DictConfig, overridden: list[st
         old = OmegaConf.select(saved, key)
         if _plain(new) == _plain(old):
             continue
-        if key in RESUMABLE_KEYS or any(key.startswith(prefix + ".") for prefix in ("system", "wandb")):
+        if key in RESUMABLE_KEYS or key == "logger" or any(key.startswith(prefix + ".") for prefix in ("system", "wandb")):
             OmegaConf.update(cfg, key, new, force_add=True)
             continue
         raise _conflict(key, old, new)

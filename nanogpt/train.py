@@ -14,7 +14,9 @@ import json
 import logging
 import math
 import random
+import os
 import signal
+import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import nanogpt
@@ -36,13 +39,14 @@ from nanogpt.checkpoint import (
     keep_snapshot,
     save_checkpoint,
 )
-from nanogpt.cli import PROCESS_START, run_or_exit, undo_hydra_outputs
+from nanogpt.cli import PROCESS_START, TrainingError, run_or_exit, run_sweep_job, undo_hydra_outputs
 from nanogpt.config import ConfigError, register_configs, validate_train
-from nanogpt.data import DataError, TokenFile, dataset_dir, open_splits, prepare
+from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, prepare
 from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.resume import find_latest_run, load_newest_valid, override_keys, resumed_config
 from nanogpt.system import System, peak_flops, resolve_system
+from nanogpt.tracking import WandbRun
 
 log = logging.getLogger("nanogpt.train")
 
@@ -111,6 +115,74 @@ class StopRequest:
                 signal.signal(s, handler)
 
 
+class GradientHealth:
+    """Watches every step for a non-finite loss and counts clipped steps, on the device, so
+    that only the log line (which syncs anyway) pays for reading them."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._reset()
+        self.last_good_iter = 0
+
+    def _reset(self) -> None:
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.clipped = torch.zeros((), device=self.device)
+        self.steps = 0
+        self.grad_norm = torch.zeros((), device=self.device)
+
+    def update(self, loss: torch.Tensor, grad_norm: torch.Tensor, grad_clip: float) -> None:
+        self.nonfinite |= ~torch.isfinite(loss.detach())
+        if grad_clip > 0:
+            self.clipped += (grad_norm > grad_clip).float()
+        self.grad_norm = grad_norm.detach()
+        self.steps += 1
+
+    def read(self, iter_num: int, run_dir: Path) -> dict[str, float]:
+        """Grad norm and the fraction of clipped steps since the last read; raises TrainingError
+        if any loss since then was NaN or infinite."""
+        if self.nonfinite.item():
+            raise self.diverged(iter_num, "a training loss that is NaN or infinite", run_dir)
+        stats = {"grad_norm": self.grad_norm.item(), "clip_fraction": self.clipped.item() / max(1, self.steps)}
+        self._reset()
+        return stats
+
+    @staticmethod
+    def diverged(iter_num: int, what: str, run_dir: Path) -> TrainingError:
+        last = checkpoint_path(run_dir, "last")
+        kept = f"the last good checkpoint is kept in {last}" if last.exists() else "no checkpoint was written"
+        return TrainingError(
+            f"training diverged by iter {iter_num} ({what}); stopped, {kept}. "
+            f"Lower optimizer.learning_rate, raise optimizer.warmup_iters or set optimizer.grad_clip, then resume or restart"
+        )
+
+
+@contextmanager
+def running_marker(run_dir: Path) -> Iterator[None]:
+    """`<run_dir>/.running` (host and pid) while training runs, so a report can tell a running
+    run from one that crashed (the marker stays behind after a kill)."""
+    marker = run_dir / ".running"
+    marker.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def sample_text(model: GPT, meta: dict, max_new_tokens: int, system: System) -> str:
+    """A short sample for the tracker, from token 0 and a fixed seed so that the samples of
+    successive evaluations differ only by what the model learnt."""
+    tokenizer = load_tokenizer(meta)
+    start_ids = [0]
+    generator = torch.Generator(device=system.device).manual_seed(0)
+    idx = torch.tensor([start_ids], dtype=torch.long, device=system.device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), system.autocast():
+        out = model.generate(idx, max_new_tokens, temperature=0.8, top_k=200, generator=generator)
+    model.train(was_training)
+    return tokenizer.decode(out[0].tolist())
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
@@ -118,8 +190,9 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> float:
-    """Train (or resume, or evaluate) as cfg says, writing into run_dir. Returns the best val loss."""
+def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, wandb_group: str | None = None) -> float:
+    """Train (or resume, or evaluate) as cfg says, writing into run_dir. Returns the best val loss.
+    `overrides` are the command-line overrides (a resume checks them against the checkpoint)."""
     resume_state = None
     if cfg.init_from == "resume":
         resume_state, cfg = _load_resume(cfg, run_dir, overrides or [])
@@ -200,6 +273,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
             "config": json.dumps(OmegaConf.to_container(cfg, resolve=True)),
             "dataset_meta": json.dumps(meta),
             "versions": {"nanogpt": nanogpt.__version__, "torch": str(torch.__version__)},
+            "wandb_run_id": tracker.id if tracker is not None else (resume_state or {}).get("wandb_run_id"),
         }
 
     start = time.perf_counter()
@@ -210,7 +284,18 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
         log.info("eval at iter %d: train loss %.4f, val loss %.4f, val perplexity %.2f", iter_num, losses["train"], losses["val"], math.exp(losses["val"]))
         return losses["val"]
 
+    tracker = None
+    if cfg.wandb.enabled:
+        config = OmegaConf.to_container(cfg, resolve=True)
+        tracker = WandbRun(cfg.wandb, config, run_dir, resume_state.get("wandb_run_id") if resume_state else None, wandb_group)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
+    health = GradientHealth(torch.device(system.device))
+
+    def record(event: str, **fields: Any) -> None:
+        metrics.write(event, **fields)
+        if tracker is not None:
+            tracker.log({f"{event}/{k}": v for k, v in fields.items() if k != "iter"}, step=fields["iter"])
+
     metrics.write(
         "start", iter=iter_num, tokens=iter_num * tokens_per_iter, startup_s=time.time() - PROCESS_START,
         device=system.device, dtype=system.dtype, compile=system.compile, params=raw_model.num_params(),
@@ -218,19 +303,24 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
     stop = StopRequest()
     window_start, window_iters = time.perf_counter(), 0
     last_eval_iter = iter_num if resume_state is not None else -1
+    status = "failed"
     try:
-        with stop.installed():
+        with stop.installed(), running_marker(run_dir):
             while True:
                 if (iter_num % cfg.eval_interval == 0 or iter_num >= cfg.max_iters) and iter_num != last_eval_iter:
                     losses = estimate_loss(model, splits, cfg, system)
                     last_eval_iter = iter_num
+                    if not all(math.isfinite(v) for v in losses.values()):
+                        raise health.diverged(iter_num, f"val loss {losses['val']}", run_dir)
                     improved = losses["val"] < best_val_loss
                     best_val_loss = min(best_val_loss, losses["val"])
                     log.info("eval iter %d: train loss %.4f, val loss %.4f%s", iter_num, losses["train"], losses["val"], " (best)" if improved else "")
-                    metrics.write(
+                    record(
                         "eval", iter=iter_num, tokens=iter_num * tokens_per_iter, time=elapsed_before + time.perf_counter() - start,
                         train_loss=losses["train"], val_loss=losses["val"], best_val_loss=best_val_loss,
                     )
+                    if tracker is not None and cfg.wandb.sample_tokens > 0:
+                        tracker.log_sample(sample_text(raw_model, meta, cfg.wandb.sample_tokens, system), iter_num)
                     if iter_num > 0:
                         state = make_checkpoint()
                         if improved:
@@ -244,6 +334,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
                 if iter_num >= cfg.max_iters:
                     break
                 if stop.signal_name is not None:
+                    health.read(iter_num, run_dir)  # never checkpoint a diverged model
                     save_checkpoint(checkpoint_path(run_dir, "last"), make_checkpoint())
                     log.info(
                         "stopped by %s at iter %d; checkpoint saved. Resume with: python -m nanogpt.train init_from=resume run_dir=%s",
@@ -260,9 +351,11 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
                         _, loss = model(x, y)
                         loss = loss / cfg.gradient_accumulation_steps
                     scaler.scale(loss).backward()
-                if cfg.optimizer.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optimizer.grad_clip)
+                # The norm before clipping is measured every step (an infinite max_norm when
+                # clipping is off); it stays on the device until the next log line reads it.
+                scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optimizer.grad_clip or math.inf)
+                health.update(loss, grad_norm, cfg.optimizer.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -272,22 +365,27 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
                 if iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters:
                     # .item() waits for the device; doing it only here keeps the other steps sync-free.
                     train_loss = loss.item() * cfg.gradient_accumulation_steps
+                    grad = health.read(iter_num, run_dir)
                     seconds = (time.perf_counter() - window_start) / window_iters
                     tokens_per_sec = tokens_per_iter / seconds
                     mfu = flops_per_iter / seconds / peak if peak else None
                     eta = format_duration(seconds * (cfg.max_iters - iter_num))
                     log.info(
-                        "iter %d/%d | loss %.4f | lr %.2e | %.1f ms/it | %s tok/s%s | eta %s",
-                        iter_num, cfg.max_iters, train_loss, lr, seconds * 1000, f"{tokens_per_sec:,.0f}",
+                        "iter %d/%d | loss %.4f | lr %.2e | grad norm %.2f | %.1f ms/it | %s tok/s%s | eta %s",
+                        iter_num, cfg.max_iters, train_loss, lr, grad["grad_norm"], seconds * 1000, f"{tokens_per_sec:,.0f}",
                         f" | mfu {mfu:.1%}" if mfu is not None else "", eta,
                     )
-                    metrics.write(
+                    record(
                         "train", iter=iter_num, tokens=iter_num * tokens_per_iter, time=elapsed_before + time.perf_counter() - start,
-                        loss=train_loss, lr=lr, ms_per_iter=seconds * 1000, tokens_per_sec=tokens_per_sec, mfu=mfu,
+                        loss=train_loss, lr=lr, **grad, ms_per_iter=seconds * 1000, tokens_per_sec=tokens_per_sec, mfu=mfu,
                     )
                     window_start, window_iters = time.perf_counter(), 0
+        status = "stopped" if stop.signal_name is not None else "finished"
     finally:
+        metrics.write("end", iter=iter_num, tokens=iter_num * tokens_per_iter, time=elapsed_before + time.perf_counter() - start, status=status, best_val_loss=best_val_loss)
         metrics.close()
+        if tracker is not None:
+            tracker.finish(exit_code=0 if status != "failed" else 1)
     log.info("done: best val loss %.4f after %d iterations; run folder: %s", best_val_loss, iter_num, run_dir)
     return best_val_loss
 
@@ -318,10 +416,11 @@ def _truncate_metrics(path: Path, iter_num: int) -> None:
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    return run_or_exit(
-        lambda: train(cfg, run_dir, list(hydra_cfg.overrides.task)),
-        undo=lambda: undo_hydra_outputs(run_dir, hydra_cfg.output_subdir),
-    )
+    overrides = list(hydra_cfg.overrides.task)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        group = "/".join(Path(hydra_cfg.sweep.dir).parts[-2:])
+        return run_sweep_job(lambda: train(cfg, run_dir, overrides, wandb_group=group), run_dir)
+    return run_or_exit(lambda: train(cfg, run_dir, overrides), undo=lambda: undo_hydra_outputs(run_dir, hydra_cfg.output_subdir))
 
 
 if __name__ == "__main__":
