@@ -118,10 +118,13 @@ class PrepareConfig:
 
 def register_configs() -> None:
     """Make the schemas known to Hydra; each YAML file names its schema in its defaults list."""
-    from nanogpt.resume import hydra_output_subdir, resolve_run_dir  # here: resume imports this module
+    from nanogpt.resume import hydra_output_subdir, job_dirname, log_file, resolve_run_dir, start_time  # here: resume imports this module
 
+    OmegaConf.register_new_resolver("nanogpt.job_dirname", job_dirname, replace=True)
     OmegaConf.register_new_resolver("nanogpt.run_dir", resolve_run_dir, replace=True)
     OmegaConf.register_new_resolver("nanogpt.output_subdir", hydra_output_subdir, replace=True)
+    OmegaConf.register_new_resolver("nanogpt.log_file", log_file, replace=True)
+    OmegaConf.register_new_resolver("nanogpt.now", start_time, use_cache=True, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sample_schema", node=SampleConfig)

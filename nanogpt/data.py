@@ -210,11 +210,17 @@ class TokenFile:
             )
         self._window = np.arange(block_size + 1)
 
-    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """batch_size windows at offsets drawn from `generator` (a CPU generator, so the stream of
+    def draw_offsets(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """`count` random window starts from `generator` (a CPU generator, so the stream of
         batches depends only on its seed and state, never on the device)."""
-        starts = torch.randint(len(self.tokens) - self.block_size, (batch_size,), generator=generator).numpy()
-        windows = torch.from_numpy(self.tokens[starts[:, None] + self._window].astype(np.int64))
+        return torch.randint(len(self.tokens) - self.block_size, (count,), generator=generator)
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.windows(self.draw_offsets(batch_size, generator))
+
+    def windows(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) for windows at `starts`; targets are the inputs shifted by one."""
+        windows = torch.from_numpy(self.tokens[starts.numpy()[:, None] + self._window].astype(np.int64))
         if self.device.type == "cuda":
             windows = windows.pin_memory().to(self.device, non_blocking=True)
         elif self.device.type != "cpu":

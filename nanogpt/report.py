@@ -153,8 +153,9 @@ def table_rows(runs: list[RunSummary], root: Path) -> tuple[list[str], list[list
     header = ["run", *keys, *(["dataset"] if show_dataset else []), "best val loss", "iters", "tokens", "wall time", "tokens/s", "status"]
     rows = []
     for r in sorted(runs, key=sort_key):
+        name = str(r.path.relative_to(root)) if r.path != root else "."
         rows.append([
-            str(r.path.relative_to(root)) if r.path != root else ".",
+            name if len(name) <= 40 else name[:19] + "…" + name[-20:],
             *[r.overrides.get(k, "") for k in keys],
             *([r.dataset] if show_dataset else []),
             f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "-",

@@ -3,15 +3,20 @@ checkpoint with only the overrides that leave the model and the data stream unch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nanogpt.cli import PROCESS_START
 from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, all_checkpoints, load_checkpoint
 from nanogpt.config import ConfigError
+from nanogpt.distributed import env_rank
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +60,54 @@ def resolve_run_dir(init_from: str, run_dir: str | None, new_dir: str) -> str:
     return str(latest) if latest is not None else new_dir
 
 
-def hydra_output_subdir(init_from: str, timestamp: str) -> str:
+def hydra_output_subdir(init_from: str, timestamp: str) -> str | None:
     """Where Hydra saves the composed config (resolver `nanogpt.output_subdir`): a resumed run keeps
-    the original `.hydra/` and records each resume's config and overrides beside it."""
+    the original `.hydra/` and records each resume's config and overrides beside it. Under DDP
+    only rank 0 writes it."""
+    if env_rank() != 0:
+        return None
     return ".hydra" if init_from != "resume" else f".hydra/resume-{timestamp}"
+
+
+def log_file(path: str) -> str:
+    """Hydra's log file (resolver `nanogpt.log_file`): rank 0's; other ranks log nowhere."""
+    return path if env_rank() == 0 else os.devnull
+
+
+def start_time(pattern: str) -> str:
+    """The command's start time (resolver `nanogpt.now`), the same on every rank of a DDP run."""
+    stamp = float(os.environ.get("NANOGPT_START_TIME", PROCESS_START))
+    return datetime.fromtimestamp(stamp).strftime(pattern)
+
+
+SWEEP_KEYS_ENV = "NANOGPT_SWEEP_KEYS"
+
+
+def note_sweep_keys(argv: list[str]) -> None:
+    """Remember which command-line keys are swept (`lr=1e-3,6e-4`, `range(...)`, ...) in the
+    environment, which reaches every job, SLURM jobs included, so job folders can be named by
+    the values that tell them apart."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")])
+    except Exception:  # Hydra reports bad overrides itself, better than we could
+        return
+    keys = [o.key_or_group for o in overrides if o.is_sweep_override()]
+    os.environ[SWEEP_KEYS_ENV] = ",".join(keys)
+
+
+def job_dirname(num: int, task_overrides: Any) -> str:
+    """A sweep job's folder name (resolver `nanogpt.job_dirname`): the values of its swept keys,
+    e.g. "model=mini,optimizer.learning_rate=1e-3", made safe as one path component."""
+    swept = set(filter(None, os.environ.get(SWEEP_KEYS_ENV, "").split(",")))
+    items = sorted(str(o) for o in task_overrides if str(o).split("=", 1)[0].lstrip("+~") in swept)
+    name = ",".join(items).replace("/", "_").replace("\\", "_").strip(".")
+    if not name:
+        return str(num)
+    if len(name) > 150:
+        name = f"{num}_{name[:120]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return name
 
 
 def find_latest_run(outputs_root: Path) -> Path | None:

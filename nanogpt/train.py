@@ -10,15 +10,18 @@ Everything the run produces goes to its run folder (Hydra's output dir): `.hydra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-import random
 import os
+import random
 import signal
 import socket
+import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,8 +31,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 import nanogpt
+from nanogpt import distributed
 from nanogpt.checkpoint import (
     CKPT_FORMAT,
     CheckpointError,
@@ -41,10 +46,11 @@ from nanogpt.checkpoint import (
 )
 from nanogpt.cli import PROCESS_START, TrainingError, run_or_exit, run_sweep_job, undo_hydra_outputs
 from nanogpt.config import ConfigError, register_configs, validate_train
+from nanogpt.distributed import Dist, any_rank, gather_to_main, mean_over_ranks, split_accumulation
 from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, prepare
 from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.resume import find_latest_run, load_newest_valid, override_keys, resumed_config
+from nanogpt.resume import load_newest_valid, note_sweep_keys, override_keys, resumed_config
 from nanogpt.system import System, peak_flops, resolve_system
 from nanogpt.tracking import WandbRun
 
@@ -94,35 +100,61 @@ def estimate_loss(model: torch.nn.Module, splits: dict[str, TokenFile], cfg: Dic
 
 
 class StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks at each step boundary, so a stop request
-    ends with a checkpoint instead of a half-finished step. A second Ctrl-C stops at once."""
+    """Turns SIGINT, SIGTERM and SIGUSR2 into a flag the loop checks at each step boundary, so a
+    stop ends with a checkpoint instead of a half-finished step. A second Ctrl-C stops at once.
+
+    Inside a submitit job (SLURM), submitit's own handlers requeue the job: SIGUSR2 (preemption
+    or time limit) is handed over to them once the checkpoint is written, and SIGTERM, which
+    SLURM sends before the USR2 of a preemption, only asks for a checkpoint and training goes on."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self._checkpoint_only = False
+        self._previous: dict[int, Any] = {}
+        self._signum: int | None = None
 
     def _handle(self, signum: int, _frame: Any) -> None:
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if signum == signal.SIGTERM and _in_submitit_job():
+            self._checkpoint_only = True
+            return
         self.signal_name = signal.Signals(signum).name
+        self._signum = signum
+
+    def requested(self, world: Dist, device: str) -> bool:
+        return any_rank(self.signal_name is not None, world, device)
 
     @contextmanager
     def installed(self) -> Iterator[StopRequest]:
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         try:
             yield self
         finally:
-            for s, handler in previous.items():
+            for s, handler in self._previous.items():
                 signal.signal(s, handler)
+
+    def hand_over(self) -> None:
+        """After training stopped on SIGUSR2 and saved its checkpoint, let the handler that was
+        there before (submitit's: requeue the job, then exit) do its part."""
+        previous = self._previous.get(self._signum) if self._signum == signal.SIGUSR2 else None
+        if callable(previous):
+            previous(self._signum, None)
+
+
+def _in_submitit_job() -> bool:
+    return "SUBMITIT_EXECUTOR" in os.environ or "SUBMITIT_LOCAL_JOB_ID" in os.environ
 
 
 class GradientHealth:
     """Watches every step for a non-finite loss and counts clipped steps, on the device, so
     that only the log line (which syncs anyway) pays for reading them."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, device: torch.device, world: Dist):
+        self.device, self.world = device, world
         self._reset()
-        self.last_good_iter = 0
 
     def _reset(self) -> None:
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
@@ -140,7 +172,7 @@ class GradientHealth:
     def read(self, iter_num: int, run_dir: Path) -> dict[str, float]:
         """Grad norm and the fraction of clipped steps since the last read; raises TrainingError
         if any loss since then was NaN or infinite."""
-        if self.nonfinite.item():
+        if any_rank(bool(self.nonfinite.item()), self.world, str(self.device)):
             raise self.diverged(iter_num, "a training loss that is NaN or infinite", run_dir)
         stats = {"grad_norm": self.grad_norm.item(), "clip_fraction": self.clipped.item() / max(1, self.steps)}
         self._reset()
@@ -157,9 +189,12 @@ class GradientHealth:
 
 
 @contextmanager
-def running_marker(run_dir: Path) -> Iterator[None]:
+def running_marker(run_dir: Path, write: bool) -> Iterator[None]:
     """`<run_dir>/.running` (host and pid) while training runs, so a report can tell a running
     run from one that crashed (the marker stays behind after a kill)."""
+    if not write:
+        yield
+        return
     marker = run_dir / ".running"
     marker.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
     try:
@@ -190,204 +225,292 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, wandb_group: str | None = None) -> float:
-    """Train (or resume, or evaluate) as cfg says, writing into run_dir. Returns the best val loss.
-    `overrides` are the command-line overrides (a resume checks them against the checkpoint)."""
+class Trainer:
+    """The state of one training run (model, optimizer, data streams, counters) and the steps
+    that advance it. Rank 0 alone writes into the run folder."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, world: Dist, resume_state: dict[str, Any] | None, wandb_group: str | None):
+        self.cfg, self.run_dir, self.world = cfg, run_dir, world
+        self.system = system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
+        if world.enabled and system.device_type == "cuda":
+            self.system = system = replace(system, device=f"cuda:{world.local_rank}")
+            torch.cuda.set_device(system.device)
+        self.micro_steps = split_accumulation(cfg.gradient_accumulation_steps, world)
+
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        if system.device_type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        data = cfg.dataset
+        self.meta = prepare(data.name, data.data_dir, data.source, data.val_fraction)
+        self.splits = open_splits(dataset_dir(data.data_dir, data.name), data.block_size, system.device)
+        if resume_state is not None and json.loads(resume_state["dataset_meta"]).get("source_sha256") != self.meta.get("source_sha256"):
+            raise DataError(
+                f"{dataset_dir(data.data_dir, data.name)} was prepared from another corpus than this run's; "
+                f"re-prepare it from the run's source ({json.loads(resume_state['dataset_meta']).get('source')})"
+            )
+
+        self.model_args = dict(vocab_size=self.meta["vocab_size"], block_size=data.block_size, **OmegaConf.to_container(cfg.model))
+        self.raw_model = GPT(GPTConfig(**self.model_args)).to(system.device)
+        self.optimizer = self.raw_model.configure_optimizer(
+            cfg.optimizer.learning_rate, cfg.optimizer.weight_decay, (cfg.optimizer.beta1, cfg.optimizer.beta2), system.device_type
+        )
+        self.scaler = torch.amp.GradScaler(system.device_type, enabled=system.dtype == "float16")
+        # One training-data stream for all ranks: each step draws every rank's micro-batch
+        # offsets and each rank takes its own share, so N ranks see exactly the batches that
+        # one process with N times the accumulation would.
+        self.train_generator = torch.Generator().manual_seed(stream_seed(cfg.seed, TRAIN_DATA_STREAM))
+        if world.enabled:
+            torch.manual_seed(cfg.seed + world.rank)  # after the weights: same init, own dropout masks
+
+        self.iter_num, self.best_val_loss, self.elapsed_before = 0, float("inf"), 0.0
+        self.wandb_run_id = resume_state.get("wandb_run_id") if resume_state else None
+        if resume_state is not None:
+            self._restore(resume_state)
+
+        model = torch.compile(self.raw_model) if system.compile else self.raw_model
+        self.model = DDP(model, device_ids=[world.local_rank] if system.device_type == "cuda" else None) if world.enabled else model
+        self.tokens_per_iter = cfg.gradient_accumulation_steps * data.batch_size * data.block_size
+        self.flops_per_iter = self.raw_model.flops_per_token() * self.tokens_per_iter
+        self.peak = peak_flops(system)
+        self.health = GradientHealth(torch.device(system.device), world)
+        self.started = time.perf_counter()
+        self.tracker = None
+        if world.is_main and cfg.wandb.enabled and not cfg.eval_only:
+            config = OmegaConf.to_container(cfg, resolve=True)
+            self.tracker = WandbRun(cfg.wandb, config, run_dir, self.wandb_run_id, wandb_group)
+            self.wandb_run_id = self.tracker.id
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.raw_model.load_state_dict(state["model"])
+        except RuntimeError:
+            raise CheckpointError(f"{self.run_dir}: the checkpoint's weights do not fit its own architecture {self.model_args}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.train_generator.set_state(state["data"]["train_generator"])
+        rng = state["rng"]
+        if len(rng) != self.world.world_size:
+            log.warning("the checkpoint holds RNG states of %d rank(s), this run has %d: dropout masks will differ", len(rng), self.world.world_size)
+        restore_rng_state(rng[self.world.rank % len(rng)])
+        self.iter_num = state["iter_num"]
+        self.best_val_loss = state["best_val_loss"]
+        self.elapsed_before = state["train_time_s"]
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def describe(self) -> None:
+        cfg, data = self.cfg, self.cfg.dataset
+        log.info("run folder: %s", self.run_dir)
+        log.info("system: %s%s", self.system.describe(), f", {self.world.world_size} ranks" if self.world.enabled else "")
+        log.info(
+            "model: %.2fM parameters, %d layers, %d heads, %d wide, context %d, vocabulary %d",
+            self.raw_model.num_params() / 1e6, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, data.block_size, self.meta["vocab_size"],
+        )
+        log.info(
+            "data: %s, %d train / %d val tokens; %d tokens per iteration",
+            data.name, self.meta["train_tokens"], self.meta["val_tokens"], self.tokens_per_iter,
+        )
+
+    def train_step(self, lr: float) -> torch.Tensor:
+        """One optimizer step over gradient_accumulation_steps micro-batches (split across ranks);
+        returns the step's mean loss as a device tensor (reading it would sync)."""
+        cfg = self.cfg
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        starts = self.splits["train"].draw_offsets(cfg.gradient_accumulation_steps * cfg.dataset.batch_size, self.train_generator)
+        mine = starts.view(self.world.world_size, self.micro_steps, cfg.dataset.batch_size)[self.world.rank]
+        loss_sum = torch.zeros((), device=self.system.device)
+        for micro in range(self.micro_steps):
+            x, y = self.splits["train"].windows(mine[micro])
+            # Gradients are averaged across ranks only on the last micro-step.
+            sync = not self.world.enabled or micro == self.micro_steps - 1
+            with self.system.autocast(), (contextlib.nullcontext() if sync else self.model.no_sync()):
+                _, loss = self.model(x, y)
+                loss = loss / self.micro_steps
+                self.scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+        # The norm before clipping is measured every step (an infinite max_norm when clipping is
+        # off); it stays on the device until the next log line reads it.
+        self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.optimizer.grad_clip or math.inf)
+        self.health.update(loss_sum, grad_norm, cfg.optimizer.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.iter_num += 1
+        return loss_sum
+
+    def evaluate(self) -> dict[str, float]:
+        return estimate_loss(self.raw_model if self.world.enabled else self.model, self.splits, self.cfg, self.system)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The whole train state (rng holds every rank's streams; call it on all ranks)."""
+        rng = gather_to_main(capture_rng_state(), self.world)
+        return {
+            "format": CKPT_FORMAT,
+            "model": self.raw_model.state_dict(),
+            "model_args": self.model_args,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iter_num": self.iter_num,
+            "best_val_loss": self.best_val_loss,
+            "train_time_s": self.elapsed,
+            "data": {"train_generator": self.train_generator.get_state()},
+            "rng": rng,
+            "config": json.dumps(OmegaConf.to_container(self.cfg, resolve=True)),
+            "dataset_meta": json.dumps(self.meta),
+            "versions": {"nanogpt": nanogpt.__version__, "torch": str(torch.__version__)},
+            "wandb_run_id": self.wandb_run_id,
+        }
+
+    def save(self, *which: str) -> None:
+        state = self.checkpoint()
+        if not self.world.is_main:
+            return
+        for name in which:
+            save_checkpoint(checkpoint_path(self.run_dir, name), state)
+        if "last" in which and self.cfg.keep_last_k:
+            keep_snapshot(self.run_dir, self.iter_num, self.cfg.keep_last_k)
+
+    def eval_only(self) -> float:
+        losses = self.evaluate()
+        result = {"iter": self.iter_num, **{f"{s}_loss": v for s, v in losses.items()}, **{f"{s}_perplexity": math.exp(v) for s, v in losses.items()}}
+        if self.world.is_main:
+            (self.run_dir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
+        log.info("eval at iter %d: train loss %.4f, val loss %.4f, val perplexity %.2f", self.iter_num, losses["train"], losses["val"], math.exp(losses["val"]))
+        return losses["val"]
+
+    def run(self, stop: StopRequest) -> float:
+        """The training loop: evaluate and checkpoint every eval_interval, stop at max_iters or
+        at the first step boundary after a stop signal. Returns the best val loss."""
+        cfg, main = self.cfg, self.world.is_main
+        metrics = MetricsLog(self.run_dir / "metrics.jsonl") if main else None
+
+        def record(event: str, **fields: Any) -> None:
+            if metrics is not None:
+                metrics.write(event, iter=self.iter_num, tokens=self.iter_num * self.tokens_per_iter, time=self.elapsed, **fields)
+            if self.tracker is not None and event in ("train", "eval"):
+                self.tracker.log({f"{event}/{k}": v for k, v in fields.items()}, step=self.iter_num)
+
+        record(
+            "start", startup_s=time.time() - PROCESS_START, device=self.system.device, dtype=self.system.dtype,
+            compile=self.system.compile, params=self.raw_model.num_params(), world_size=self.world.world_size,
+        )
+        if self.iter_num >= cfg.max_iters:
+            log.info("this run already reached max_iters=%d; nothing to do", cfg.max_iters)
+        window_start, window_iters = time.perf_counter(), 0
+        last_eval_iter = self.iter_num if self.iter_num > 0 else -1
+        status = "failed"
+        try:
+            while True:
+                if (self.iter_num % cfg.eval_interval == 0 or self.iter_num >= cfg.max_iters) and self.iter_num != last_eval_iter:
+                    last_eval_iter = self.iter_num
+                    self._evaluate_and_save(record)
+                    window_start, window_iters = time.perf_counter(), 0
+                if self.iter_num >= cfg.max_iters:
+                    break
+                if stop.requested(self.world, self.system.device):
+                    self.health.read(self.iter_num, self.run_dir)  # never checkpoint a diverged model
+                    self.save("last")
+                    log.info(
+                        "stopped by %s at iter %d; checkpoint saved. Resume with: python -m nanogpt.train init_from=resume run_dir=%s",
+                        stop.signal_name or "another rank", self.iter_num, self.run_dir,
+                    )
+                    break
+
+                lr = lr_at(self.iter_num, cfg.optimizer, cfg.max_iters)
+                loss = self.train_step(lr)
+                window_iters += 1
+                if self.iter_num % cfg.log_interval == 0 or self.iter_num == cfg.max_iters:
+                    # .item() waits for the device; doing it only here keeps the other steps sync-free.
+                    train_loss = mean_over_ranks(loss, self.world).item()
+                    grad = self.health.read(self.iter_num, self.run_dir)
+                    seconds = (time.perf_counter() - window_start) / window_iters
+                    tokens_per_sec = self.tokens_per_iter / seconds
+                    mfu = self.flops_per_iter / seconds / (self.peak * self.world.world_size) if self.peak else None
+                    log.info(
+                        "iter %d/%d | loss %.4f | lr %.2e | grad norm %.2f | %.1f ms/it | %s tok/s%s | eta %s",
+                        self.iter_num, cfg.max_iters, train_loss, lr, grad["grad_norm"], seconds * 1000, f"{tokens_per_sec:,.0f}",
+                        f" | mfu {mfu:.1%}" if mfu is not None else "", format_duration(seconds * (cfg.max_iters - self.iter_num)),
+                    )
+                    record("train", loss=train_loss, lr=lr, **grad, ms_per_iter=seconds * 1000, tokens_per_sec=tokens_per_sec, mfu=mfu)
+                    window_start, window_iters = time.perf_counter(), 0
+            status = "stopped" if stop.signal_name is not None else "finished"
+        finally:
+            record("end", status=status, best_val_loss=self.best_val_loss)
+            if metrics is not None:
+                metrics.close()
+            if self.tracker is not None:
+                self.tracker.finish(exit_code=0 if status != "failed" else 1)
+        log.info("done: best val loss %.4f after %d iterations; run folder: %s", self.best_val_loss, self.iter_num, self.run_dir)
+        return self.best_val_loss
+
+    def _evaluate_and_save(self, record: Any) -> None:
+        cfg = self.cfg
+        losses = {"train": math.nan, "val": math.nan}
+        if self.world.is_main:
+            losses = self.evaluate()
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise self.health.diverged(self.iter_num, f"val loss {losses['val']}", self.run_dir)
+        improved = any_rank(losses["val"] < self.best_val_loss, self.world, self.system.device)
+        if self.world.is_main:
+            self.best_val_loss = min(self.best_val_loss, losses["val"])
+            log.info("eval iter %d: train loss %.4f, val loss %.4f%s", self.iter_num, losses["train"], losses["val"], " (best)" if improved else "")
+            record("eval", train_loss=losses["train"], val_loss=losses["val"], best_val_loss=self.best_val_loss)
+            if self.tracker is not None and cfg.wandb.sample_tokens > 0:
+                self.tracker.log_sample(sample_text(self.raw_model, self.meta, cfg.wandb.sample_tokens, self.system), self.iter_num)
+        if self.iter_num == 0:
+            return
+        which = (["best"] if improved else []) + (["last"] if cfg.always_save_checkpoint or self.iter_num >= cfg.max_iters else [])
+        if which:
+            self.save(*which)
+        if self.world.is_main:
+            plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png", title=f"{cfg.dataset.name}: {self.run_dir.name}")
+
+
+def train(
+    cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None, wandb_group: str | None = None, auto_resume: bool = False
+) -> float:
+    """Train (or resume, or evaluate) as cfg says, writing into run_dir; returns the best val loss.
+
+    `overrides` are the command-line overrides, which a resume checks against the checkpoint.
+    With `auto_resume` (sweep jobs, requeued SLURM jobs) a run folder that already holds a
+    checkpoint is continued rather than started again; a finished run is not trained again."""
     resume_state = None
-    if cfg.init_from == "resume":
+    has_checkpoint = any(run_dir.glob("ckpt_*.pt"))
+    if cfg.init_from == "resume" or (auto_resume and has_checkpoint):
         resume_state, cfg = _load_resume(cfg, run_dir, overrides or [])
+    elif has_checkpoint:
+        raise ConfigError(
+            f"hydra.run.dir={run_dir} already holds a run: continue it with init_from=resume run_dir={run_dir}, or choose a new folder"
+        )
     validate_train(cfg)
     if cfg.optimizer.lr_decay_iters is None:
         # Fix the schedule's length now, so that resuming with a larger max_iters continues
         # this schedule rather than stretching it mid-run.
         cfg.optimizer.lr_decay_iters = cfg.max_iters
-    system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
-
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    if system.device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    data = cfg.dataset
-    meta = prepare(data.name, data.data_dir, data.source, data.val_fraction)
-    splits = open_splits(dataset_dir(data.data_dir, data.name), data.block_size, system.device)
-    if resume_state is not None and json.loads(resume_state["dataset_meta"]).get("source_sha256") != meta.get("source_sha256"):
-        raise DataError(
-            f"{dataset_dir(data.data_dir, data.name)} was prepared from another corpus than this run's; "
-            f"re-prepare it from the run's source ({json.loads(resume_state['dataset_meta']).get('source')})"
-        )
-
-    model_args = dict(vocab_size=meta["vocab_size"], block_size=data.block_size, **OmegaConf.to_container(cfg.model))
-    raw_model = GPT(GPTConfig(**model_args)).to(system.device)
-    optimizer = raw_model.configure_optimizer(
-        cfg.optimizer.learning_rate,
-        cfg.optimizer.weight_decay,
-        (cfg.optimizer.beta1, cfg.optimizer.beta2),
-        system.device_type,
-    )
-    scaler = torch.amp.GradScaler(system.device_type, enabled=system.dtype == "float16")
-    train_generator = torch.Generator().manual_seed(stream_seed(cfg.seed, TRAIN_DATA_STREAM))
-
-    iter_num, best_val_loss, elapsed_before = 0, float("inf"), 0.0
-    if resume_state is not None:
-        try:
-            raw_model.load_state_dict(resume_state["model"])
-        except RuntimeError:
-            raise CheckpointError(f"{run_dir}: the checkpoint's weights do not fit its own architecture {model_args}") from None
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scaler.load_state_dict(resume_state["scaler"])
-        train_generator.set_state(resume_state["data"]["train_generator"])
-        restore_rng_state(resume_state["rng"])
-        iter_num = resume_state["iter_num"]
-        best_val_loss = resume_state["best_val_loss"]
-        elapsed_before = resume_state["train_time_s"]
-        _truncate_metrics(run_dir / "metrics.jsonl", iter_num)
-
-    model = torch.compile(raw_model) if system.compile else raw_model
-    tokens_per_iter = cfg.gradient_accumulation_steps * data.batch_size * data.block_size
-    flops_per_iter = raw_model.flops_per_token() * tokens_per_iter
-    peak = peak_flops(system)
-
-    log.info("run folder: %s", run_dir)
-    log.info("system: %s", system.describe())
-    log.info(
-        "model: %.2fM parameters, %d layers, %d heads, %d wide, context %d, vocabulary %d",
-        raw_model.num_params() / 1e6, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, data.block_size, meta["vocab_size"],
-    )
-    log.info("data: %s, %d train / %d val tokens; %d tokens per iteration", data.name, meta["train_tokens"], meta["val_tokens"], tokens_per_iter)
-
-    def make_checkpoint() -> dict[str, Any]:
-        return {
-            "format": CKPT_FORMAT,
-            "model": raw_model.state_dict(),
-            "model_args": model_args,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "iter_num": iter_num,
-            "best_val_loss": best_val_loss,
-            "train_time_s": elapsed_before + (time.perf_counter() - start),
-            "data": {"train_generator": train_generator.get_state()},
-            "rng": capture_rng_state(),
-            "config": json.dumps(OmegaConf.to_container(cfg, resolve=True)),
-            "dataset_meta": json.dumps(meta),
-            "versions": {"nanogpt": nanogpt.__version__, "torch": str(torch.__version__)},
-            "wandb_run_id": tracker.id if tracker is not None else (resume_state or {}).get("wandb_run_id"),
-        }
-
-    start = time.perf_counter()
-    if cfg.eval_only:
-        losses = estimate_loss(model, splits, cfg, system)
-        result = {"iter": iter_num, **{f"{s}_loss": v for s, v in losses.items()}, **{f"{s}_perplexity": math.exp(v) for s, v in losses.items()}}
-        (run_dir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
-        log.info("eval at iter %d: train loss %.4f, val loss %.4f, val perplexity %.2f", iter_num, losses["train"], losses["val"], math.exp(losses["val"]))
-        return losses["val"]
-
-    tracker = None
-    if cfg.wandb.enabled:
-        config = OmegaConf.to_container(cfg, resolve=True)
-        tracker = WandbRun(cfg.wandb, config, run_dir, resume_state.get("wandb_run_id") if resume_state else None, wandb_group)
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
-    health = GradientHealth(torch.device(system.device))
-
-    def record(event: str, **fields: Any) -> None:
-        metrics.write(event, **fields)
-        if tracker is not None:
-            tracker.log({f"{event}/{k}": v for k, v in fields.items() if k != "iter"}, step=fields["iter"])
-
-    metrics.write(
-        "start", iter=iter_num, tokens=iter_num * tokens_per_iter, startup_s=time.time() - PROCESS_START,
-        device=system.device, dtype=system.dtype, compile=system.compile, params=raw_model.num_params(),
-    )
-    stop = StopRequest()
-    window_start, window_iters = time.perf_counter(), 0
-    last_eval_iter = iter_num if resume_state is not None else -1
-    status = "failed"
+    world = distributed.init(resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile).device_type)
+    if not world.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # one rank speaks
     try:
-        with stop.installed(), running_marker(run_dir):
-            while True:
-                if (iter_num % cfg.eval_interval == 0 or iter_num >= cfg.max_iters) and iter_num != last_eval_iter:
-                    losses = estimate_loss(model, splits, cfg, system)
-                    last_eval_iter = iter_num
-                    if not all(math.isfinite(v) for v in losses.values()):
-                        raise health.diverged(iter_num, f"val loss {losses['val']}", run_dir)
-                    improved = losses["val"] < best_val_loss
-                    best_val_loss = min(best_val_loss, losses["val"])
-                    log.info("eval iter %d: train loss %.4f, val loss %.4f%s", iter_num, losses["train"], losses["val"], " (best)" if improved else "")
-                    record(
-                        "eval", iter=iter_num, tokens=iter_num * tokens_per_iter, time=elapsed_before + time.perf_counter() - start,
-                        train_loss=losses["train"], val_loss=losses["val"], best_val_loss=best_val_loss,
-                    )
-                    if tracker is not None and cfg.wandb.sample_tokens > 0:
-                        tracker.log_sample(sample_text(raw_model, meta, cfg.wandb.sample_tokens, system), iter_num)
-                    if iter_num > 0:
-                        state = make_checkpoint()
-                        if improved:
-                            save_checkpoint(checkpoint_path(run_dir, "best"), state)
-                        if cfg.always_save_checkpoint or iter_num >= cfg.max_iters:
-                            save_checkpoint(checkpoint_path(run_dir, "last"), state)
-                            if cfg.keep_last_k:
-                                keep_snapshot(run_dir, iter_num, cfg.keep_last_k)
-                        plot_losses(run_dir / "metrics.jsonl", run_dir / "loss.png", title=f"{data.name}: {run_dir.name}")
-                    window_start, window_iters = time.perf_counter(), 0
-                if iter_num >= cfg.max_iters:
-                    break
-                if stop.signal_name is not None:
-                    health.read(iter_num, run_dir)  # never checkpoint a diverged model
-                    save_checkpoint(checkpoint_path(run_dir, "last"), make_checkpoint())
-                    log.info(
-                        "stopped by %s at iter %d; checkpoint saved. Resume with: python -m nanogpt.train init_from=resume run_dir=%s",
-                        stop.signal_name, iter_num, run_dir,
-                    )
-                    break
-
-                lr = lr_at(iter_num, cfg.optimizer, cfg.max_iters)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                for _ in range(cfg.gradient_accumulation_steps):
-                    x, y = splits["train"].batch(data.batch_size, train_generator)
-                    with system.autocast():
-                        _, loss = model(x, y)
-                        loss = loss / cfg.gradient_accumulation_steps
-                    scaler.scale(loss).backward()
-                # The norm before clipping is measured every step (an infinite max_norm when
-                # clipping is off); it stays on the device until the next log line reads it.
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optimizer.grad_clip or math.inf)
-                health.update(loss, grad_norm, cfg.optimizer.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                iter_num += 1
-                window_iters += 1
-
-                if iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters:
-                    # .item() waits for the device; doing it only here keeps the other steps sync-free.
-                    train_loss = loss.item() * cfg.gradient_accumulation_steps
-                    grad = health.read(iter_num, run_dir)
-                    seconds = (time.perf_counter() - window_start) / window_iters
-                    tokens_per_sec = tokens_per_iter / seconds
-                    mfu = flops_per_iter / seconds / peak if peak else None
-                    eta = format_duration(seconds * (cfg.max_iters - iter_num))
-                    log.info(
-                        "iter %d/%d | loss %.4f | lr %.2e | grad norm %.2f | %.1f ms/it | %s tok/s%s | eta %s",
-                        iter_num, cfg.max_iters, train_loss, lr, grad["grad_norm"], seconds * 1000, f"{tokens_per_sec:,.0f}",
-                        f" | mfu {mfu:.1%}" if mfu is not None else "", eta,
-                    )
-                    record(
-                        "train", iter=iter_num, tokens=iter_num * tokens_per_iter, time=elapsed_before + time.perf_counter() - start,
-                        loss=train_loss, lr=lr, **grad, ms_per_iter=seconds * 1000, tokens_per_sec=tokens_per_sec, mfu=mfu,
-                    )
-                    window_start, window_iters = time.perf_counter(), 0
-        status = "stopped" if stop.signal_name is not None else "finished"
+        trainer = Trainer(cfg, run_dir, world, resume_state, wandb_group)
+        trainer.describe()
+        if cfg.eval_only:
+            return trainer.eval_only()
+        if resume_state is not None and world.is_main:
+            _truncate_metrics(run_dir / "metrics.jsonl", trainer.iter_num)
+        with StopRequest().installed() as stop, running_marker(run_dir, world.is_main):
+            best = trainer.run(stop)
+        stop.hand_over()
+        return best
     finally:
-        metrics.write("end", iter=iter_num, tokens=iter_num * tokens_per_iter, time=elapsed_before + time.perf_counter() - start, status=status, best_val_loss=best_val_loss)
-        metrics.close()
-        if tracker is not None:
-            tracker.finish(exit_code=0 if status != "failed" else 1)
-    log.info("done: best val loss %.4f after %d iterations; run folder: %s", best_val_loss, iter_num, run_dir)
-    return best_val_loss
+        distributed.shutdown()
 
 
 def _load_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], DictConfig]:
@@ -418,11 +541,14 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     if hydra_cfg.mode == RunMode.MULTIRUN:
+        # Re-running a sweep (or SLURM requeueing one of its jobs) continues each job's run.
         group = "/".join(Path(hydra_cfg.sweep.dir).parts[-2:])
-        return run_sweep_job(lambda: train(cfg, run_dir, overrides, wandb_group=group), run_dir)
+        return run_sweep_job(lambda: train(cfg, run_dir, overrides, wandb_group=group, auto_resume=True), run_dir)
     return run_or_exit(lambda: train(cfg, run_dir, overrides), undo=lambda: undo_hydra_outputs(run_dir, hydra_cfg.output_subdir))
 
 
 if __name__ == "__main__":
+    distributed.agree_on_start_time()
+    note_sweep_keys(sys.argv[1:])
     register_configs()
     main()

@@ -97,14 +97,17 @@ def test_multirun_writes_the_sweep_report(sweep):
     assert losses == sorted(losses)
     assert [r[-1] for r in body] == ["finished", "finished", "failed"]
     assert "| optimizer.learning_rate |" in (sweep_dir / "summary.md").read_text()
-    assert (sweep_dir / "2" / "error.txt").read_text().startswith("optimizer.learning_rate=-1.0 is invalid")
+    [failed] = sweep_dir.glob("*/error.txt")
+    assert failed.read_text().startswith("optimizer.learning_rate=-1.0 is invalid")
+    # Job folders are named by their overrides, so a person can tell them apart.
+    assert failed.parent.name == "optimizer.learning_rate=-1"
 
 
 def test_report_pngs_are_valid_images(sweep):
     import matplotlib.image
 
     sweep_dir, _ = sweep
-    for png in [sweep_dir / "sweep.png", sweep_dir / "0" / "loss.png"]:
+    for png in [sweep_dir / "sweep.png", *sweep_dir.glob("*/loss.png")]:
         image = matplotlib.image.imread(png)
         assert image.shape[0] > 300 and image.shape[1] > 500
 
@@ -115,7 +118,8 @@ def test_report_shows_crashed_and_running_runs_and_skips_cut_lines(sweep, tmp_pa
 
     root = tmp_path / "copy"
     shutil.copytree(sweep_dir, root)
-    crashed, running = root / "0", root / "1"
+    jobs = sorted(p for p in root.iterdir() if p.is_dir())
+    crashed, running, failed = [next(j for j in jobs if j.name.endswith(f"learning_rate={lr}")) for lr in ("0.003", "0.001", "-1")]
     lines = (crashed / "metrics.jsonl").read_text().splitlines()
     (crashed / "metrics.jsonl").write_text("\n".join(lines[:-2]) + "\n" + lines[-2][: len(lines[-2]) // 2])
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
@@ -124,8 +128,8 @@ def test_report_shows_crashed_and_running_runs_and_skips_cut_lines(sweep, tmp_pa
     (running / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     (running / ".running").write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid()}))
     text = report(root)
-    status = {line.split()[0]: line.split()[-1] for line in text.splitlines()[1:]}
-    assert status == {"0": "crashed", "1": "running", "2": "failed"}
+    status = {line.split()[1]: line.split()[-1] for line in text.splitlines()[1:]}
+    assert status == {"0.003": "crashed", "0.001": "running", "-1": "failed"}
 
 
 def test_report_cli_errors(tmp_path):
@@ -140,8 +144,9 @@ def test_report_on_mixed_datasets_says_so(sweep, tmp_path):
     import shutil
 
     root = tmp_path / "mixed"
-    shutil.copytree(sweep_dir / "0", root / "a")
-    shutil.copytree(sweep_dir / "1", root / "b")
+    finished = sorted(p.parent for p in sweep_dir.glob("*/ckpt_last.pt"))
+    shutil.copytree(finished[0], root / "a")
+    shutil.copytree(finished[1], root / "b")
     config = root / "b" / ".hydra" / "config.yaml"
     config.write_text(config.read_text().replace("name: shakespeare_char", "name: other"))
     text = report(root)

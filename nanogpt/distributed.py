@@ -1,0 +1,120 @@
+"""Data-parallel training across processes: torchrun, or the tasks of a SLURM job.
+
+Every rank runs the same command. Rank 0 alone writes the run folder, logs and checkpoints; the
+others only compute. The run folder's timestamp is agreed on before Hydra creates it, so all
+ranks use one folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from nanogpt.config import ConfigError
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def _submitit_tasks() -> tuple[int, int]:
+    """(number of tasks, this task's rank) of the submitit job we run in; (1, 0) outside one."""
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        return int(os.environ.get("SLURM_NTASKS", "1")), int(os.environ.get("SLURM_PROCID", "0"))
+    if "SUBMITIT_LOCAL_NTASKS" in os.environ:
+        return int(os.environ["SUBMITIT_LOCAL_NTASKS"]), int(os.environ.get("SUBMITIT_LOCAL_GLOBALID", "0"))
+    return 1, 0
+
+
+def env_rank() -> int:
+    """This process's global rank, readable before any process group exists."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    return _submitit_tasks()[1]
+
+
+def wants_distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or _submitit_tasks()[0] > 1
+
+
+def init(device_kind: str) -> Dist:
+    """Join the process group that torchrun or SLURM describes (gloo on CPUs, NCCL on GPUs)."""
+    if not wants_distributed():
+        return Dist()
+    if "RANK" not in os.environ:
+        # Inside a multi-task submitit job: submitit turns SLURM's variables into torch's.
+        from submitit.helpers import TorchDistributedEnvironment
+
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if device_kind == "cuda" else "gloo")
+    return Dist(rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=dist.get_world_size())
+
+
+def agree_on_start_time() -> None:
+    """Give every rank rank 0's start time (NANOGPT_START_TIME), which names the run folder;
+    without it each rank could make its own timestamped folder."""
+    if "NANOGPT_START_TIME" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    stamp = [time.time() if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(stamp, src=0)
+    os.environ["NANOGPT_START_TIME"] = repr(stamp[0])
+
+
+def split_accumulation(total_steps: int, world: Dist) -> int:
+    """Micro-steps per rank: the global batch stays gradient_accumulation_steps micro-batches."""
+    if total_steps % world.world_size:
+        raise ConfigError(
+            f"gradient_accumulation_steps={total_steps} is invalid: must be divisible by the world size "
+            f"{world.world_size} (each rank runs gradient_accumulation_steps / world_size micro-steps)"
+        )
+    return total_steps // world.world_size
+
+
+def any_rank(flag: bool, world: Dist, device: str) -> bool:
+    """True on every rank if it is true on any rank (so all ranks stop at the same step)."""
+    if not world.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def mean_over_ranks(value: torch.Tensor, world: Dist) -> torch.Tensor:
+    if world.enabled:
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        value /= world.world_size
+    return value
+
+
+def gather_to_main(obj: Any, world: Dist) -> list[Any] | None:
+    """[obj of rank 0, obj of rank 1, ...] on rank 0, None elsewhere."""
+    if not world.enabled:
+        return [obj]
+    out: list[Any] | None = [None] * world.world_size if world.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
