@@ -36,8 +36,11 @@ class DatasetConfig:
     batch_size: int = 12
     # The model's context length: one dataset key, so the model and the loader always agree.
     block_size: int = 64
-    # A local copy of the raw text; when null the cached copy or a download is used.
+    # A local copy of the raw text; when null the cached copy or a download is used. For your own
+    # corpus (a name that is not a built-in dataset): a file, a folder or a glob of .txt/.jsonl.
     source: Optional[str] = None
+    # char | gpt2 (tiktoken's GPT-2 BPE). null: the built-in dataset's own; your own text needs one.
+    tokenizer: Optional[str] = None
     # Where prepared datasets live (relative paths are relative to the launch directory).
     data_dir: str = "data"
     val_fraction: float = 0.1
@@ -124,6 +127,7 @@ def _require(ok: bool, key: str, value: Any, rule: str) -> None:
 
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+TOKENIZERS = ("char", "gpt2")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMPILE_CHOICES = ("auto", "true", "false")
 
@@ -161,6 +165,8 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
     _require(d.batch_size > 0, "dataset.batch_size", d.batch_size, "must be a positive integer")
     _require(d.block_size > 0, "dataset.block_size", d.block_size, "must be a positive integer")
     _require(0.0 < d.val_fraction < 1.0, "dataset.val_fraction", d.val_fraction, "must be in (0, 1)")
+    if d.tokenizer is not None:
+        _require(d.tokenizer in TOKENIZERS, "dataset.tokenizer", d.tokenizer, "must be char or gpt2")
     _require(o.name == "adamw", "optimizer.name", o.name, "the only optimizer is adamw")
     _require(o.learning_rate > 0, "optimizer.learning_rate", o.learning_rate, "must be > 0")
     _require(0 <= o.min_lr <= o.learning_rate, "optimizer.min_lr", o.min_lr, "must be in [0, learning_rate]")

@@ -136,7 +136,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
         torch.backends.cudnn.allow_tf32 = True
 
     data = cfg.dataset
-    meta = prepare(data.name, data.data_dir, data.source, data.val_fraction)
+    meta = prepare(data.name, data.data_dir, data.source, data.val_fraction, tokenizer=data.tokenizer)
     splits = open_splits(dataset_dir(data.data_dir, data.name), data.block_size, system.device)
 
     model_args = dict(vocab_size=meta["vocab_size"], block_size=data.block_size, **OmegaConf.to_container(cfg.model))
