@@ -28,6 +28,12 @@ class ModelConfig:
     # Biases in Linear and LayerNorm layers: GPT-2 has them; without them training is a bit
     # faster and no worse, which is why nanoGPT's from-scratch configs turn them off.
     bias: bool = False
+    # GELU of the MLP: none = exact, tanh = the approximation GPT-2 was trained with (OpenAI's
+    # weights reproduce their logits only with it).
+    gelu_approximate: str = "none"
+    # Rows of the token embedding. null: the dataset's vocabulary, with GPT-2's 50,257 tokens
+    # padded to 50,304 (see data.padded_vocab_size).
+    vocab_size: Optional[int] = None
 
 
 @dataclass
@@ -127,6 +133,7 @@ def _require(ok: bool, key: str, value: Any, rule: str) -> None:
 
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+GELU_APPROXIMATIONS = ("none", "tanh")
 TOKENIZERS = ("char", "gpt2")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMPILE_CHOICES = ("auto", "true", "false")
@@ -162,6 +169,14 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
         f"must be divisible by model.n_head={m.n_head}",
     )
     _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+    _require(
+        m.gelu_approximate in GELU_APPROXIMATIONS,
+        "model.gelu_approximate",
+        m.gelu_approximate,
+        "must be none (exact) or tanh (GPT-2's)",
+    )
+    if m.vocab_size is not None:
+        _require(m.vocab_size > 0, "model.vocab_size", m.vocab_size, "must be a positive integer or null")
     _require(d.batch_size > 0, "dataset.batch_size", d.batch_size, "must be a positive integer")
     _require(d.block_size > 0, "dataset.block_size", d.block_size, "must be a positive integer")
     _require(0.0 < d.val_fraction < 1.0, "dataset.val_fraction", d.val_fraction, "must be in (0, 1)")
@@ -192,3 +207,4 @@ def validate_sample(cfg: DictConfig | SampleConfig) -> None:
     if cfg.top_k is not None:
         _require(cfg.top_k > 0, "top_k", cfg.top_k, "must be a positive integer or null")
     validate_system(cfg.system)
+

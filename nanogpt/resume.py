@@ -102,7 +102,9 @@ def resumed_config(saved: DictConfig, requested: DictConfig, overridden: list[st
 
     An override that would change anything else (architecture, dataset, seed, batch shape) is
     refused with the key, the checkpoint's value and the requested value."""
-    cfg = saved.copy()
+    # Keys added to the schema since the checkpoint was written take their defaults, which
+    # reproduce what the code that wrote it did.
+    cfg = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(requested)), saved)
     OmegaConf.set_struct(cfg, False)
     for key in overridden:
         new = OmegaConf.select(requested, key)

@@ -69,7 +69,9 @@ def sample(cfg: DictConfig) -> list[str]:
     torch.manual_seed(cfg.seed)
     idx = torch.tensor([prompt_ids] * cfg.num_samples, dtype=torch.long, device=system.device)
     with system.autocast():
-        out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, generator=generator)
+        out = model.generate(
+            idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, generator=generator, vocab_size=tokenizer.vocab_size
+        )
     texts = [tokenizer.decode(row.tolist()) for row in out]
     for i, text in enumerate(texts):
         if i:

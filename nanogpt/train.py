@@ -36,7 +36,7 @@ from nanogpt.checkpoint import (
 )
 from nanogpt.cli import run_or_exit
 from nanogpt.config import ConfigError, register_configs, validate_train
-from nanogpt.data import TokenFile, dataset_dir, open_splits, prepare
+from nanogpt.data import TokenFile, dataset_dir, open_splits, padded_vocab_size, prepare
 from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.resume import find_latest_run, load_newest_valid, override_keys, resumed_config
@@ -139,7 +139,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
     meta = prepare(data.name, data.data_dir, data.source, data.val_fraction, tokenizer=data.tokenizer)
     splits = open_splits(dataset_dir(data.data_dir, data.name), data.block_size, system.device)
 
-    model_args = dict(vocab_size=meta["vocab_size"], block_size=data.block_size, **OmegaConf.to_container(cfg.model))
+    model_args = _model_args(cfg, meta)
     raw_model = GPT(GPTConfig(**model_args)).to(system.device)
     optimizer = raw_model.configure_optimizer(
         cfg.optimizer.learning_rate,
@@ -171,7 +171,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
     log.info("system: %s", system.describe())
     log.info(
         "model: %.2fM parameters, %d layers, %d heads, %d wide, context %d, vocabulary %d",
-        raw_model.num_params() / 1e6, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, data.block_size, meta["vocab_size"],
+        raw_model.num_params() / 1e6, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, data.block_size, model_args["vocab_size"],
     )
     log.info("data: %s, %d train / %d val tokens; %d tokens per iteration", data.name, meta["train_tokens"], meta["val_tokens"], tokens_per_iter)
 
@@ -274,6 +274,16 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
         metrics.close()
     log.info("done: best val loss %.4f after %d iterations; run folder: %s", best_val_loss, iter_num, run_dir)
     return best_val_loss
+
+
+def _model_args(cfg: DictConfig, meta: dict) -> dict[str, Any]:
+    """GPTConfig's arguments: cfg.model, the dataset's context length, and a vocabulary that is
+    model.vocab_size or else the dataset's (padded for GPT-2 BPE)."""
+    args = {**OmegaConf.to_container(cfg.model), "block_size": cfg.dataset.block_size}
+    args["vocab_size"] = args["vocab_size"] or padded_vocab_size(meta)
+    if args["vocab_size"] < meta["vocab_size"]:
+        raise ConfigError(f"model.vocab_size={args['vocab_size']} is invalid: dataset {meta['dataset']} has {meta['vocab_size']} tokens")
+    return args
 
 
 def _load_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], DictConfig]:

@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from nanogpt.config import ConfigError, validate_train
+from nanogpt.resume import resumed_config
 from tests.conftest import ROOT
 
 CONF = ROOT / "conf"
@@ -109,3 +110,32 @@ def test_every_yaml_file_extends_a_schema():
             continue
         text = path.read_text()
         assert "_schema" in text, f"{path} does not extend a schema"
+
+
+def test_gpt2_presets_use_gpt2s_gelu():
+    assert {compose_train(f"model={name}").model.gelu_approximate for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")} == {"tanh"}
+    assert compose_train().model.gelu_approximate == "none"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.gelu_approximate=fast", "model.gelu_approximate='fast' is invalid: must be none (exact) or tanh"),
+        ("dataset.tokenizer=bytes", "dataset.tokenizer='bytes' is invalid: must be char or gpt2"),
+        ("model.vocab_size=0", "model.vocab_size=0 is invalid"),
+    ],
+)
+def test_bad_gpt2_values(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_train(compose_train(override))
+
+
+def test_resuming_a_checkpoint_written_before_the_gpt2_keys():
+    """Keys added since take their defaults: the exact GELU, the dataset's vocabulary and
+    tokenizer, which is what the older code used."""
+    saved = OmegaConf.create(OmegaConf.to_container(compose_train("model.n_layer=2")))
+    for group, key in (("model", "gelu_approximate"), ("model", "vocab_size"), ("dataset", "tokenizer")):
+        saved[group].pop(key)
+    cfg = resumed_config(saved, compose_train("init_from=resume", "run_dir=x", "max_iters=9"), ["init_from", "run_dir", "max_iters"])
+    assert (cfg.model.n_layer, cfg.model.gelu_approximate, cfg.model.vocab_size, cfg.dataset.tokenizer, cfg.max_iters) == (2, "none", None, "char", 9)
+    validate_train(cfg)
