@@ -8,6 +8,7 @@ live in `validate`, which raises a one-line `ConfigError`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -86,7 +87,7 @@ class TrainConfig:
     log_interval: int = 10
     gradient_accumulation_steps: int = 1
     seed: int = 1337
-    init_from: str = "scratch"  # scratch | resume
+    init_from: str = "scratch"  # scratch | resume | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | hf:<folder>
     run_dir: Optional[str] = None
     always_save_checkpoint: bool = True
     eval_only: bool = False
@@ -135,6 +136,8 @@ def _require(ok: bool, key: str, value: Any, rule: str) -> None:
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
 GELU_APPROXIMATIONS = ("none", "tanh")
 TOKENIZERS = ("char", "gpt2")
+# init_from values that load OpenAI's released GPT-2 weights.
+PRETRAINED_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMPILE_CHOICES = ("auto", "true", "false")
 
@@ -184,7 +187,8 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
         _require(d.tokenizer in TOKENIZERS, "dataset.tokenizer", d.tokenizer, "must be char or gpt2")
     _require(o.name == "adamw", "optimizer.name", o.name, "the only optimizer is adamw")
     _require(o.learning_rate > 0, "optimizer.learning_rate", o.learning_rate, "must be > 0")
-    _require(0 <= o.min_lr <= o.learning_rate, "optimizer.min_lr", o.min_lr, "must be in [0, learning_rate]")
+    # min_lr is where the decay ends; a constant rate (decay_lr=false, as in fine-tuning) never uses it.
+    _require(0 <= o.min_lr <= (o.learning_rate if o.decay_lr else math.inf), "optimizer.min_lr", o.min_lr, "must be in [0, learning_rate]")
     _require(o.weight_decay >= 0, "optimizer.weight_decay", o.weight_decay, "must be >= 0")
     _require(0 <= o.beta1 < 1, "optimizer.beta1", o.beta1, "must be in [0, 1)")
     _require(0 <= o.beta2 < 1, "optimizer.beta2", o.beta2, "must be in [0, 1)")
@@ -195,7 +199,13 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
     _require(cfg.max_iters >= 0, "max_iters", cfg.max_iters, "must be >= 0")
     for key in ("eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps"):
         _require(cfg[key] > 0, key, cfg[key], "must be a positive integer")
-    _require(cfg.init_from in ("scratch", "resume"), "init_from", cfg.init_from, "must be scratch or resume")
+    _require(
+        cfg.init_from in ("scratch", "resume", *PRETRAINED_NAMES)
+        or (cfg.init_from.startswith("hf:") and len(cfg.init_from) > 3),
+        "init_from",
+        cfg.init_from,
+        f"must be scratch, resume, {', '.join(PRETRAINED_NAMES)} or hf:<a local Hugging Face GPT-2 folder>",
+    )
     validate_system(cfg.system)
 
 

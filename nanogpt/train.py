@@ -3,6 +3,8 @@
     python -m nanogpt.train                                    # CPU quickstart: tiny Shakespeare, 4-layer model
     python -m nanogpt.train experiment=shakespeare_char         # nanoGPT's 10.7M-parameter GPU run
     python -m nanogpt.train init_from=resume run_dir=outputs/2026-11-25/17-03-11
+    python -m nanogpt.train experiment=finetune_shakespeare_cpu         # fine-tune OpenAI's GPT-2 (124M)
+    python -m nanogpt.train experiment=eval_gpt2                        # loss of GPT-2 on OpenWebText
 
 Everything the run produces goes to its run folder (Hydra's output dir): `.hydra/`, `train.log`,
 `metrics.jsonl`, `loss.png`, `ckpt_last.pt`, `ckpt_best.pt`.
@@ -36,9 +38,10 @@ from nanogpt.checkpoint import (
 )
 from nanogpt.cli import run_or_exit
 from nanogpt.config import ConfigError, register_configs, validate_train
-from nanogpt.data import TokenFile, dataset_dir, open_splits, padded_vocab_size, prepare
+from nanogpt.data import TokenFile, dataset_dir, open_splits, padded_vocab_size, prepare, same_tokenizer
 from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
 from nanogpt.model import GPT, GPTConfig
+from nanogpt.pretrained import load_pretrained
 from nanogpt.resume import find_latest_run, load_newest_valid, override_keys, resumed_config
 from nanogpt.system import System, peak_flops, resolve_system
 
@@ -138,9 +141,17 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
     data = cfg.dataset
     meta = prepare(data.name, data.data_dir, data.source, data.val_fraction, tokenizer=data.tokenizer)
     splits = open_splits(dataset_dir(data.data_dir, data.name), data.block_size, system.device)
+    if resume_state is not None and not same_tokenizer(json.loads(resume_state["dataset_meta"]), meta):
+        raise ConfigError(f"dataset {data.name} is tokenized differently from the data this checkpoint was trained on; evaluate it on a dataset with the same tokenizer")
 
+    pretrained_state = None
+    if cfg.init_from not in ("scratch", "resume"):
+        pretrained_state = load_pretrained(cfg, override_keys(overrides or []), meta)
     model_args = _model_args(cfg, meta)
-    raw_model = GPT(GPTConfig(**model_args)).to(system.device)
+    raw_model = GPT(GPTConfig(**model_args))
+    if pretrained_state is not None:
+        raw_model.load_state_dict(pretrained_state)
+    raw_model.to(system.device)
     optimizer = raw_model.configure_optimizer(
         cfg.optimizer.learning_rate,
         cfg.optimizer.weight_decay,
@@ -195,9 +206,16 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) ->
     start = time.perf_counter()
     if cfg.eval_only:
         losses = estimate_loss(model, splits, cfg, system)
-        result = {"iter": iter_num, **{f"{s}_loss": v for s, v in losses.items()}, **{f"{s}_perplexity": math.exp(v) for s, v in losses.items()}}
+        result = {
+            "iter": iter_num, "init_from": cfg.init_from, "dataset": data.name, "block_size": data.block_size,
+            "batch_size": data.batch_size, "eval_iters": cfg.eval_iters,
+            **{f"{s}_loss": v for s, v in losses.items()}, **{f"{s}_perplexity": math.exp(v) for s, v in losses.items()},
+        }
         (run_dir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
-        log.info("eval at iter %d: train loss %.4f, val loss %.4f, val perplexity %.2f", iter_num, losses["train"], losses["val"], math.exp(losses["val"]))
+        log.info(
+            "eval at iter %d: train loss %.4f (perplexity %.2f), val loss %.4f (perplexity %.2f); written to %s",
+            iter_num, losses["train"], result["train_perplexity"], losses["val"], result["val_perplexity"], run_dir / "eval.json",
+        )
         return losses["val"]
 
     metrics = MetricsLog(run_dir / "metrics.jsonl")

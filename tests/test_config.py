@@ -112,6 +112,22 @@ def test_every_yaml_file_extends_a_schema():
         assert "_schema" in text, f"{path} does not extend a schema"
 
 
+def test_experiment_finetune_shakespeare_matches_nanogpt():
+    cfg = compose_train("experiment=finetune_shakespeare")
+    assert (cfg.init_from, cfg.dataset.name, cfg.dataset.tokenizer, cfg.dataset.block_size, cfg.dataset.batch_size) == ("gpt2-xl", "shakespeare", "gpt2", 1024, 1)
+    assert (cfg.gradient_accumulation_steps, cfg.max_iters, cfg.eval_interval, cfg.eval_iters) == (32, 20, 5, 40)
+    assert (cfg.optimizer.learning_rate, cfg.optimizer.decay_lr, cfg.always_save_checkpoint) == (3e-5, False, False)
+    cpu = compose_train("experiment=finetune_shakespeare_cpu")
+    assert (cpu.init_from, cpu.system.device, cpu.optimizer.learning_rate, cpu.optimizer.decay_lr) == ("gpt2", "cpu", 3e-5, False)
+
+
+@pytest.mark.parametrize("size", ["", "_medium", "_large", "_xl"])
+def test_experiment_eval_gpt2_matches_nanogpt(size):
+    cfg = compose_train(f"experiment=eval_gpt2{size}")
+    assert cfg.init_from == "gpt2" + size.replace("_", "-") and cfg.eval_only
+    assert (cfg.dataset.name, cfg.dataset.batch_size, cfg.dataset.block_size, cfg.eval_iters) == ("openwebtext", 8, 1024, 500)
+
+
 def test_gpt2_presets_use_gpt2s_gelu():
     assert {compose_train(f"model={name}").model.gelu_approximate for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")} == {"tanh"}
     assert compose_train().model.gelu_approximate == "none"
@@ -120,6 +136,7 @@ def test_gpt2_presets_use_gpt2s_gelu():
 @pytest.mark.parametrize(
     "override, message",
     [
+        ("init_from=hf:", "init_from='hf:' is invalid"),
         ("model.gelu_approximate=fast", "model.gelu_approximate='fast' is invalid: must be none (exact) or tanh"),
         ("dataset.tokenizer=bytes", "dataset.tokenizer='bytes' is invalid: must be char or gpt2"),
         ("model.vocab_size=0", "model.vocab_size=0 is invalid"),
@@ -128,6 +145,11 @@ def test_gpt2_presets_use_gpt2s_gelu():
 def test_bad_gpt2_values(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate_train(compose_train(override))
+
+
+def test_pretrained_names_and_local_folders_are_valid_init_from():
+    for init_from in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "hf:/some/folder"):
+        validate_train(compose_train(f"init_from={init_from}"))
 
 
 def test_resuming_a_checkpoint_written_before_the_gpt2_keys():
