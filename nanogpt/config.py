@@ -112,6 +112,14 @@ class PrepareConfig:
     force: bool = False
 
 
+@dataclass
+class ExportConfig:
+    run_dir: Optional[str] = None
+    checkpoint: str = "best"  # best | last
+    out: Optional[str] = None  # the Hugging Face folder to write
+    overwrite: bool = False
+
+
 def register_configs() -> None:
     """Make the schemas known to Hydra; each YAML file names its schema in its defaults list."""
     from nanogpt.resume import hydra_output_subdir, resolve_run_dir  # here: resume imports this module
@@ -122,6 +130,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sample_schema", node=SampleConfig)
     cs.store(name="prepare_schema", node=PrepareConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
     cs.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
@@ -218,3 +227,10 @@ def validate_sample(cfg: DictConfig | SampleConfig) -> None:
         _require(cfg.top_k > 0, "top_k", cfg.top_k, "must be a positive integer or null")
     validate_system(cfg.system)
 
+
+def validate_export(cfg: DictConfig | ExportConfig) -> None:
+    _require(cfg.checkpoint in ("best", "last"), "checkpoint", cfg.checkpoint, "must be best or last")
+    if cfg.run_dir is None:
+        raise ConfigError("run_dir is required: python -m nanogpt.export run_dir=<a run folder> out=<a new folder>")
+    if cfg.out is None:
+        raise ConfigError("out is required: python -m nanogpt.export run_dir=<a run folder> out=<a new folder>")

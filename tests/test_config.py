@@ -152,6 +152,12 @@ def test_pretrained_names_and_local_folders_are_valid_init_from():
         validate_train(compose_train(f"init_from={init_from}"))
 
 
+def test_export_config_composes():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="export", overrides=["run_dir=r", "out=o"])
+    assert (cfg.run_dir, cfg.out, cfg.checkpoint, cfg.overwrite) == ("r", "o", "best", False)
+
+
 def test_resuming_a_checkpoint_written_before_the_gpt2_keys():
     """Keys added since take their defaults: the exact GELU, the dataset's vocabulary and
     tokenizer, which is what the older code used."""

@@ -1,5 +1,5 @@
 """End to end through the real commands: prepare tiny Shakespeare in GPT-2 tokens, fine-tune a
-small local GPT-2 folder, sample, evaluate and resume."""
+small local GPT-2 folder, sample, evaluate, resume and export."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 import math
 
 import pytest
+import torch
 
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
+from nanogpt.sample import load_model
 from tests.conftest import TINY, run_cli
 
 # The CPU fine-tuning preset, shrunk to seconds: a tiny random GPT-2 learns quickly at this rate.
@@ -98,6 +100,22 @@ def test_eval_only_of_a_checkpoint_on_another_dataset(tmp_path, finetuned, data)
     run_cli("nanogpt.train", *overrides, "dataset.tokenizer=gpt2")
     result = json.loads((run_dir / "eval.json").read_text())
     assert result["dataset"] == "text" and result["block_size"] == 32 and result["iter"] == 6
+
+
+def test_export_loads_in_transformers_with_the_same_logits(tmp_path, finetuned):
+    from transformers import GPT2LMHeadModel
+
+    run_dir, _ = finetuned
+    out = tmp_path / "exported"
+    proc = run_cli("nanogpt.export", f"run_dir={run_dir}", f"out={out}")
+    assert f"exported {run_dir / 'ckpt_best.pt'} to {out}" in proc.stdout
+    ours, _, _ = load_model(run_dir, "best", "cpu")
+    idx = torch.randint(0, 50257, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (GPT2LMHeadModel.from_pretrained(out)(idx).logits - ours(idx, idx)[0]).abs().max().item()
+    assert diff < 1e-5, diff
+    again = run_cli("nanogpt.export", f"run_dir={run_dir}", f"out={out}", check=False)
+    assert again.returncode == 2 and "pass overwrite=true" in again.stderr
 
 
 def test_from_scratch_on_bpe_pads_the_vocabulary(tmp_path, data):
