@@ -8,11 +8,17 @@ live in `validate`, which raises a one-line `ConfigError`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+# conf/ as an absolute path: Hydra then finds it however the entry module was started.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 class ConfigError(ValueError):
@@ -28,6 +34,12 @@ class ModelConfig:
     # Biases in Linear and LayerNorm layers: GPT-2 has them; without them training is a bit
     # faster and no worse, which is why nanoGPT's from-scratch configs turn them off.
     bias: bool = False
+    # GELU of the MLP: none = exact, tanh = the approximation GPT-2 was trained with (OpenAI's
+    # weights reproduce their logits only with it).
+    gelu_approximate: str = "none"
+    # Rows of the token embedding. null: the dataset's vocabulary, with GPT-2's 50,257 tokens
+    # padded to 50,304 (see data.padded_vocab_size).
+    vocab_size: Optional[int] = None
 
 
 @dataclass
@@ -36,8 +48,11 @@ class DatasetConfig:
     batch_size: int = 12
     # The model's context length: one dataset key, so the model and the loader always agree.
     block_size: int = 64
-    # A local copy of the raw text; when null the cached copy or a download is used.
+    # A local copy of the raw text; when null the cached copy or a download is used. For your own
+    # corpus (a name that is not a built-in dataset): a file, a folder or a glob of .txt/.jsonl.
     source: Optional[str] = None
+    # char | gpt2 (tiktoken's GPT-2 BPE). null: the built-in dataset's own; your own text needs one.
+    tokenizer: Optional[str] = None
     # Where prepared datasets live (relative paths are relative to the launch directory).
     data_dir: str = "data"
     val_fraction: float = 0.1
@@ -90,7 +105,7 @@ class TrainConfig:
     log_interval: int = 10
     gradient_accumulation_steps: int = 1
     seed: int = 1337
-    init_from: str = "scratch"  # scratch | resume
+    init_from: str = "scratch"  # scratch | resume | gpt2 | gpt2-medium | gpt2-large | gpt2-xl | hf:<folder>
     run_dir: Optional[str] = None
     always_save_checkpoint: bool = True
     keep_last_k: int = 0  # also keep the k most recent checkpoints as ckpt_iter_<N>.pt
@@ -116,6 +131,14 @@ class PrepareConfig:
     force: bool = False
 
 
+@dataclass
+class ExportConfig:
+    run_dir: Optional[str] = None
+    checkpoint: str = "best"  # best | last
+    out: Optional[str] = None  # the Hugging Face folder to write
+    overwrite: bool = False
+
+
 def register_configs() -> None:
     """Make the schemas known to Hydra; each YAML file names its schema in its defaults list."""
     from nanogpt.resume import hydra_output_subdir, job_dirname, log_file, resolve_run_dir, start_time  # here: resume imports this module
@@ -129,6 +152,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="sample_schema", node=SampleConfig)
     cs.store(name="prepare_schema", node=PrepareConfig)
+    cs.store(name="export_schema", node=ExportConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
     cs.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
@@ -141,6 +165,10 @@ def _require(ok: bool, key: str, value: Any, rule: str) -> None:
 
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+GELU_APPROXIMATIONS = ("none", "tanh")
+TOKENIZERS = ("char", "gpt2")
+# init_from values that load OpenAI's released GPT-2 weights.
+PRETRAINED_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMPILE_CHOICES = ("auto", "true", "false")
 
@@ -175,12 +203,23 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
         f"must be divisible by model.n_head={m.n_head}",
     )
     _require(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "must be in [0, 1)")
+    _require(
+        m.gelu_approximate in GELU_APPROXIMATIONS,
+        "model.gelu_approximate",
+        m.gelu_approximate,
+        "must be none (exact) or tanh (GPT-2's)",
+    )
+    if m.vocab_size is not None:
+        _require(m.vocab_size > 0, "model.vocab_size", m.vocab_size, "must be a positive integer or null")
     _require(d.batch_size > 0, "dataset.batch_size", d.batch_size, "must be a positive integer")
     _require(d.block_size > 0, "dataset.block_size", d.block_size, "must be a positive integer")
     _require(0.0 < d.val_fraction < 1.0, "dataset.val_fraction", d.val_fraction, "must be in (0, 1)")
+    if d.tokenizer is not None:
+        _require(d.tokenizer in TOKENIZERS, "dataset.tokenizer", d.tokenizer, "must be char or gpt2")
     _require(o.name == "adamw", "optimizer.name", o.name, "the only optimizer is adamw")
     _require(o.learning_rate > 0, "optimizer.learning_rate", o.learning_rate, "must be > 0")
-    _require(0 <= o.min_lr <= o.learning_rate, "optimizer.min_lr", o.min_lr, "must be in [0, learning_rate]")
+    # min_lr is where the decay ends; a constant rate (decay_lr=false, as in fine-tuning) never uses it.
+    _require(0 <= o.min_lr <= (o.learning_rate if o.decay_lr else math.inf), "optimizer.min_lr", o.min_lr, "must be in [0, learning_rate]")
     _require(o.weight_decay >= 0, "optimizer.weight_decay", o.weight_decay, "must be >= 0")
     _require(0 <= o.beta1 < 1, "optimizer.beta1", o.beta1, "must be in [0, 1)")
     _require(0 <= o.beta2 < 1, "optimizer.beta2", o.beta2, "must be in [0, 1)")
@@ -192,7 +231,13 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
     _require(cfg.keep_last_k >= 0, "keep_last_k", cfg.keep_last_k, "must be >= 0")
     for key in ("eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps"):
         _require(cfg[key] > 0, key, cfg[key], "must be a positive integer")
-    _require(cfg.init_from in ("scratch", "resume"), "init_from", cfg.init_from, "must be scratch or resume")
+    _require(
+        cfg.init_from in ("scratch", "resume", *PRETRAINED_NAMES)
+        or (cfg.init_from.startswith("hf:") and len(cfg.init_from) > 3),
+        "init_from",
+        cfg.init_from,
+        f"must be scratch, resume, {', '.join(PRETRAINED_NAMES)} or hf:<a local Hugging Face GPT-2 folder>",
+    )
     validate_system(cfg.system)
     _require(cfg.wandb.mode in (None, "online", "offline", "disabled"), "wandb.mode", cfg.wandb.mode, "must be online, offline, disabled or null")
     _require(cfg.wandb.sample_tokens >= 0, "wandb.sample_tokens", cfg.wandb.sample_tokens, "must be >= 0")
@@ -206,3 +251,11 @@ def validate_sample(cfg: DictConfig | SampleConfig) -> None:
     if cfg.top_k is not None:
         _require(cfg.top_k > 0, "top_k", cfg.top_k, "must be a positive integer or null")
     validate_system(cfg.system)
+
+
+def validate_export(cfg: DictConfig | ExportConfig) -> None:
+    _require(cfg.checkpoint in ("best", "last"), "checkpoint", cfg.checkpoint, "must be best or last")
+    if cfg.run_dir is None:
+        raise ConfigError("run_dir is required: python -m nanogpt.export run_dir=<a run folder> out=<a new folder>")
+    if cfg.out is None:
+        raise ConfigError("out is required: python -m nanogpt.export run_dir=<a run folder> out=<a new folder>")

@@ -24,6 +24,7 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = False
+    gelu_approximate: str = "none"  # "tanh" for GPT-2's weights, which were trained with it
 
 
 class LayerNorm(nn.Module):
@@ -65,7 +66,9 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()  # exact GELU; GPT-2 used the tanh approximation, the difference is tiny
+        # Exact GELU by default; GPT-2 used the tanh approximation, and its weights need it to
+        # reproduce their logits exactly.
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -183,13 +186,15 @@ class GPT(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        vocab_size: int | None = None,
     ) -> torch.Tensor:
         """Extend each row of idx by max_new_tokens sampled tokens, re-running the (cropped) context
-        for every token. temperature 0 picks the most likely token."""
+        for every token. temperature 0 picks the most likely token. Only ids below vocab_size are
+        ever picked: the rows a padded embedding adds beyond the tokenizer's vocabulary are no tokens."""
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.block_size :]
             logits, _ = self(context)
-            logits = logits[:, -1, :]
+            logits = logits[:, -1, :vocab_size]
             if temperature == 0:
                 next_token = logits.argmax(dim=-1, keepdim=True)
             else:

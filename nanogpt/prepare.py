@@ -2,6 +2,8 @@
 
     python -m nanogpt.prepare dataset=shakespeare_char
     python -m nanogpt.prepare dataset=shakespeare_char dataset.source=/path/to/input.txt force=true
+    python -m nanogpt.prepare dataset=shakespeare                      # tiny Shakespeare, GPT-2 BPE
+    python -m nanogpt.prepare dataset=text dataset.source=~/books/ dataset.tokenizer=gpt2
 """
 
 from __future__ import annotations
@@ -10,13 +12,13 @@ import hydra
 from omegaconf import DictConfig
 
 from nanogpt.cli import run_or_exit
-from nanogpt.config import register_configs
+from nanogpt.config import CONF_DIR, register_configs
 from nanogpt.data import dataset_dir, prepare
 
 
 def prepare_dataset(cfg: DictConfig) -> dict:
     d = cfg.dataset
-    meta = prepare(d.name, d.data_dir, d.source, d.val_fraction, force=cfg.force)
+    meta = prepare(d.name, d.data_dir, d.source, d.val_fraction, force=cfg.force, tokenizer=d.tokenizer)
     print(
         f"{d.name}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
         f"vocabulary {meta['vocab_size']}, in {dataset_dir(d.data_dir, d.name)}"
@@ -24,7 +26,7 @@ def prepare_dataset(cfg: DictConfig) -> dict:
     return meta
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
     run_or_exit(lambda: prepare_dataset(cfg))
 

@@ -47,6 +47,17 @@ RESUMABLE_KEYS = (
     "system.dtype",
     "system.compile",
 )
+# With eval_only=true nothing trains, so the data may change too: a checkpoint can be evaluated
+# on any dataset with its tokenizer. The context length stays the model's.
+EVAL_ONLY_KEYS = (
+    "dataset",
+    "dataset.name",
+    "dataset.source",
+    "dataset.tokenizer",
+    "dataset.val_fraction",
+    "dataset.batch_size",
+    "seed",
+)
 
 
 def resolve_run_dir(init_from: str, run_dir: str | None, new_dir: str) -> str:
@@ -152,17 +163,21 @@ def resumed_config(saved: DictConfig, requested: DictConfig, overridden: list[st
 
     An override that would change anything else (architecture, dataset, seed, batch shape) is
     refused with the key, the checkpoint's value and the requested value."""
-    cfg = saved.copy()
+    # Keys added to the schema since the checkpoint was written take their defaults, which
+    # reproduce what the code that wrote it did.
+    cfg = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(requested)), saved)
     OmegaConf.set_struct(cfg, False)
+    allowed = RESUMABLE_KEYS + (EVAL_ONLY_KEYS if requested.eval_only else ())
     for key in overridden:
         new = OmegaConf.select(requested, key)
         old = OmegaConf.select(saved, key)
         if _plain(new) == _plain(old):
             continue
-        if key in RESUMABLE_KEYS or key == "logger" or any(key.startswith(prefix + ".") for prefix in ("system", "wandb")):
+        if key in allowed or key == "logger" or any(key.startswith(prefix + ".") for prefix in ("system", "wandb")):
             OmegaConf.update(cfg, key, new, force_add=True)
             continue
         raise _conflict(key, old, new)
+    cfg.dataset.block_size = saved.dataset.block_size  # a new dataset group brings its own
     cfg.init_from = "resume"
     OmegaConf.set_struct(cfg, True)
     return cfg

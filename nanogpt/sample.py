@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from nanogpt.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from nanogpt.cli import run_or_exit
-from nanogpt.config import ConfigError, register_configs, validate_sample
+from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_sample
 from nanogpt.data import DataError, load_tokenizer
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.system import resolve_system
@@ -69,7 +69,9 @@ def sample(cfg: DictConfig) -> list[str]:
     torch.manual_seed(cfg.seed)
     idx = torch.tensor([prompt_ids] * cfg.num_samples, dtype=torch.long, device=system.device)
     with system.autocast():
-        out = model.generate(idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, generator=generator)
+        out = model.generate(
+            idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, generator=generator, vocab_size=tokenizer.vocab_size
+        )
     texts = [tokenizer.decode(row.tolist()) for row in out]
     for i, text in enumerate(texts):
         if i:
@@ -78,7 +80,7 @@ def sample(cfg: DictConfig) -> list[str]:
     return texts
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="sample")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
     run_or_exit(lambda: sample(cfg))
 

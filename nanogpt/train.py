@@ -3,6 +3,8 @@
     python -m nanogpt.train                                    # CPU quickstart: tiny Shakespeare, 4-layer model
     python -m nanogpt.train experiment=shakespeare_char         # nanoGPT's 10.7M-parameter GPU run
     python -m nanogpt.train init_from=resume run_dir=outputs/2026-11-25/17-03-11
+    python -m nanogpt.train experiment=finetune_shakespeare_cpu         # fine-tune OpenAI's GPT-2 (124M)
+    python -m nanogpt.train experiment=eval_gpt2                        # loss of GPT-2 on OpenWebText
 
 Everything the run produces goes to its run folder (Hydra's output dir): `.hydra/`, `train.log`,
 `metrics.jsonl`, `loss.png`, `ckpt_last.pt`, `ckpt_best.pt`.
@@ -11,6 +13,7 @@ Everything the run produces goes to its run folder (Hydra's output dir): `.hydra
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -45,11 +48,12 @@ from nanogpt.checkpoint import (
     save_checkpoint,
 )
 from nanogpt.cli import PROCESS_START, TrainingError, run_or_exit, run_sweep_job, undo_hydra_outputs
-from nanogpt.config import ConfigError, register_configs, validate_train
+from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_train
 from nanogpt.distributed import Dist, any_rank, gather_to_main, mean_over_ranks, split_accumulation
-from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, prepare
+from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, padded_vocab_size, prepare, same_tokenizer
 from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
 from nanogpt.model import GPT, GPTConfig
+from nanogpt.pretrained import load_pretrained
 from nanogpt.resume import load_newest_valid, note_sweep_keys, override_keys, resumed_config
 from nanogpt.system import System, peak_flops, resolve_system
 from nanogpt.tracking import WandbRun
@@ -213,7 +217,7 @@ def sample_text(model: GPT, meta: dict, max_new_tokens: int, system: System) -> 
     was_training = model.training
     model.eval()
     with torch.no_grad(), system.autocast():
-        out = model.generate(idx, max_new_tokens, temperature=0.8, top_k=200, generator=generator)
+        out = model.generate(idx, max_new_tokens, temperature=0.8, top_k=200, generator=generator, vocab_size=meta["vocab_size"])
     model.train(was_training)
     return tokenizer.decode(out[0].tolist())
 
@@ -229,7 +233,9 @@ class Trainer:
     """The state of one training run (model, optimizer, data streams, counters) and the steps
     that advance it. Rank 0 alone writes into the run folder."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, world: Dist, resume_state: dict[str, Any] | None, wandb_group: str | None):
+    def __init__(
+        self, cfg: DictConfig, run_dir: Path, world: Dist, resume_state: dict[str, Any] | None, overrides: list[str], wandb_group: str | None
+    ):
         self.cfg, self.run_dir, self.world = cfg, run_dir, world
         self.system = system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
         if world.enabled and system.device_type == "cuda":
@@ -245,16 +251,29 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
 
         data = cfg.dataset
-        self.meta = prepare(data.name, data.data_dir, data.source, data.val_fraction)
+        self.meta = prepare(data.name, data.data_dir, data.source, data.val_fraction, tokenizer=data.tokenizer)
         self.splits = open_splits(dataset_dir(data.data_dir, data.name), data.block_size, system.device)
-        if resume_state is not None and json.loads(resume_state["dataset_meta"]).get("source_sha256") != self.meta.get("source_sha256"):
-            raise DataError(
-                f"{dataset_dir(data.data_dir, data.name)} was prepared from another corpus than this run's; "
-                f"re-prepare it from the run's source ({json.loads(resume_state['dataset_meta']).get('source')})"
-            )
+        if resume_state is not None:
+            saved_meta = json.loads(resume_state["dataset_meta"])
+            if not same_tokenizer(saved_meta, self.meta):
+                raise ConfigError(
+                    f"dataset {data.name} is tokenized differently from the data this checkpoint was trained on; "
+                    f"evaluate it on a dataset with the same tokenizer"
+                )
+            if not cfg.eval_only and saved_meta.get("source_sha256") != self.meta.get("source_sha256"):
+                raise DataError(
+                    f"{dataset_dir(data.data_dir, data.name)} was prepared from another corpus than this run's; "
+                    f"re-prepare it from the run's source ({saved_meta.get('source')})"
+                )
 
-        self.model_args = dict(vocab_size=self.meta["vocab_size"], block_size=data.block_size, **OmegaConf.to_container(cfg.model))
-        self.raw_model = GPT(GPTConfig(**self.model_args)).to(system.device)
+        pretrained_state = None
+        if cfg.init_from not in ("scratch", "resume"):
+            pretrained_state = load_pretrained(cfg, override_keys(overrides), self.meta)
+        self.model_args = _model_args(cfg, self.meta)
+        self.raw_model = GPT(GPTConfig(**self.model_args))
+        if pretrained_state is not None:
+            self.raw_model.load_state_dict(pretrained_state)
+        self.raw_model.to(system.device)
         self.optimizer = self.raw_model.configure_optimizer(
             cfg.optimizer.learning_rate, cfg.optimizer.weight_decay, (cfg.optimizer.beta1, cfg.optimizer.beta2), system.device_type
         )
@@ -310,7 +329,7 @@ class Trainer:
         log.info("system: %s%s", self.system.describe(), f", {self.world.world_size} ranks" if self.world.enabled else "")
         log.info(
             "model: %.2fM parameters, %d layers, %d heads, %d wide, context %d, vocabulary %d",
-            self.raw_model.num_params() / 1e6, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, data.block_size, self.meta["vocab_size"],
+            self.raw_model.num_params() / 1e6, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, data.block_size, self.model_args["vocab_size"],
         )
         log.info(
             "data: %s, %d train / %d val tokens; %d tokens per iteration",
@@ -379,11 +398,20 @@ class Trainer:
             keep_snapshot(self.run_dir, self.iter_num, self.cfg.keep_last_k)
 
     def eval_only(self) -> float:
+        """Evaluate once and write eval.json (loss and perplexity per split)."""
+        cfg, data = self.cfg, self.cfg.dataset
         losses = self.evaluate()
-        result = {"iter": self.iter_num, **{f"{s}_loss": v for s, v in losses.items()}, **{f"{s}_perplexity": math.exp(v) for s, v in losses.items()}}
+        result = {
+            "iter": self.iter_num, "init_from": cfg.init_from, "dataset": data.name, "block_size": data.block_size,
+            "batch_size": data.batch_size, "eval_iters": cfg.eval_iters,
+            **{f"{s}_loss": v for s, v in losses.items()}, **{f"{s}_perplexity": math.exp(v) for s, v in losses.items()},
+        }
         if self.world.is_main:
             (self.run_dir / "eval.json").write_text(json.dumps(result, indent=1) + "\n")
-        log.info("eval at iter %d: train loss %.4f, val loss %.4f, val perplexity %.2f", self.iter_num, losses["train"], losses["val"], math.exp(losses["val"]))
+        log.info(
+            "eval at iter %d: train loss %.4f (perplexity %.2f), val loss %.4f (perplexity %.2f); written to %s",
+            self.iter_num, losses["train"], result["train_perplexity"], losses["val"], result["val_perplexity"], self.run_dir / "eval.json",
+        )
         return losses["val"]
 
     def run(self, stop: StopRequest) -> float:
@@ -499,7 +527,7 @@ def train(
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one rank speaks
     try:
-        trainer = Trainer(cfg, run_dir, world, resume_state, wandb_group)
+        trainer = Trainer(cfg, run_dir, world, resume_state, overrides or [], wandb_group)
         trainer.describe()
         if cfg.eval_only:
             return trainer.eval_only()
@@ -511,6 +539,16 @@ def train(
         return best
     finally:
         distributed.shutdown()
+
+
+def _model_args(cfg: DictConfig, meta: dict) -> dict[str, Any]:
+    """GPTConfig's arguments: cfg.model, the dataset's context length, and a vocabulary that is
+    model.vocab_size or else the dataset's (padded for GPT-2 BPE)."""
+    args = {**OmegaConf.to_container(cfg.model), "block_size": cfg.dataset.block_size}
+    args["vocab_size"] = args["vocab_size"] or padded_vocab_size(meta)
+    if args["vocab_size"] < meta["vocab_size"]:
+        raise ConfigError(f"model.vocab_size={args['vocab_size']} is invalid: dataset {meta['dataset']} has {meta['vocab_size']} tokens")
+    return args
 
 
 def _load_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], DictConfig]:
@@ -535,7 +573,7 @@ def _truncate_metrics(path: Path, iter_num: int) -> None:
     tmp.replace(path)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -547,8 +585,14 @@ def main(cfg: DictConfig) -> float:
     return run_or_exit(lambda: train(cfg, run_dir, overrides), undo=lambda: undo_hydra_outputs(run_dir, hydra_cfg.output_subdir))
 
 
-if __name__ == "__main__":
+def cli() -> None:
     distributed.agree_on_start_time()
     note_sweep_keys(sys.argv[1:])
     register_configs()
     main()
+
+
+if __name__ == "__main__":
+    # Run the copy of this module that is importable as nanogpt.train, so that launchers which
+    # pickle the task function (submitit) pickle it by reference rather than by value.
+    importlib.import_module("nanogpt.train").cli()

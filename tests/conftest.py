@@ -8,8 +8,10 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from nanogpt.config import register_configs
 from nanogpt.data import TINY_SHAKESPEARE_URL, prepare
@@ -17,6 +19,12 @@ from nanogpt.data import TINY_SHAKESPEARE_URL, prepare
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+# Offline everywhere: GPT-2's BPE from ../shared's tiktoken cache, and no Hugging Face hub, so a
+# test that would reach the network fails at once instead of waiting on timeouts.
+OFFLINE_ENV = {"TIKTOKEN_CACHE_DIR": str(SHARED / "tiktoken_cache"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+for _key, _value in OFFLINE_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 register_configs()
 
@@ -38,6 +46,31 @@ def shakespeare_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bpe_data_dir(tmp_path_factory: pytest.TempPathFactory, shakespeare_path: Path) -> Path:
+    """A data folder with shakespeare (GPT-2 BPE) prepared from the real corpus."""
+    folder = tmp_path_factory.mktemp("bpe_data")
+    prepare("shakespeare", folder, str(shakespeare_path), 0.1)
+    return folder
+
+
+def make_gpt2_folder(folder: Path, seed: int = 0, **config: Any) -> Path:
+    """A small random GPT2LMHeadModel saved by transformers (config.json + model.safetensors)."""
+    from transformers import GPT2Config, GPT2LMHeadModel  # slow to import: only where needed
+
+    torch.manual_seed(seed)
+    settings = dict(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    settings.update(config)
+    GPT2LMHeadModel(GPT2Config(**settings)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def gpt2_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GPT-2 with GPT-2's vocabulary, in the Hugging Face format."""
+    return make_gpt2_folder(tmp_path_factory.mktemp("hf") / "tiny-gpt2")
+
+
+@pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory, shakespeare_path: Path) -> Path:
     """A data folder with shakespeare_char prepared from the real corpus."""
     folder = tmp_path_factory.mktemp("data")
@@ -45,21 +78,25 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, shakespeare_path: Path) -
     return folder
 
 
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ, **(extra or {}))
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
+    for key, value in OFFLINE_ENV.items():
+        env.setdefault(key, value)
     env["WANDB_MODE"] = env.get("WANDB_MODE", "offline")
     env["HYDRA_FULL_ERROR"] = "0"
     return env
 
 
-def run_cli(module: str, *overrides: str, cwd: Path | None = None, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `python -m <module> <overrides>` and return the finished process (text output)."""
+def run_cli(
+    module: str, *overrides: str, cwd: Path | None = None, timeout: float = 600, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run `python -m <module> <overrides>` (with `env` added to the environment) and return the
+    finished process (text output)."""
     proc = subprocess.run(
         [sys.executable, "-m", module, *overrides],
         cwd=cwd or ROOT,
-        env=cli_env(),
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

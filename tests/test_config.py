@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from nanogpt.config import ConfigError, validate_train
+from nanogpt.resume import resumed_config
 from tests.conftest import ROOT
 
 CONF = ROOT / "conf"
@@ -109,3 +110,60 @@ def test_every_yaml_file_extends_a_schema():
             continue  # global-package presets: they set keys of the schema-backed groups
         text = path.read_text()
         assert "_schema" in text, f"{path} does not extend a schema"
+
+
+def test_experiment_finetune_shakespeare_matches_nanogpt():
+    cfg = compose_train("experiment=finetune_shakespeare")
+    assert (cfg.init_from, cfg.dataset.name, cfg.dataset.tokenizer, cfg.dataset.block_size, cfg.dataset.batch_size) == ("gpt2-xl", "shakespeare", "gpt2", 1024, 1)
+    assert (cfg.gradient_accumulation_steps, cfg.max_iters, cfg.eval_interval, cfg.eval_iters) == (32, 20, 5, 40)
+    assert (cfg.optimizer.learning_rate, cfg.optimizer.decay_lr, cfg.always_save_checkpoint) == (3e-5, False, False)
+    cpu = compose_train("experiment=finetune_shakespeare_cpu")
+    assert (cpu.init_from, cpu.system.device, cpu.optimizer.learning_rate, cpu.optimizer.decay_lr) == ("gpt2", "cpu", 3e-5, False)
+
+
+@pytest.mark.parametrize("size", ["", "_medium", "_large", "_xl"])
+def test_experiment_eval_gpt2_matches_nanogpt(size):
+    cfg = compose_train(f"experiment=eval_gpt2{size}")
+    assert cfg.init_from == "gpt2" + size.replace("_", "-") and cfg.eval_only
+    assert (cfg.dataset.name, cfg.dataset.batch_size, cfg.dataset.block_size, cfg.eval_iters) == ("openwebtext", 8, 1024, 500)
+
+
+def test_gpt2_presets_use_gpt2s_gelu():
+    assert {compose_train(f"model={name}").model.gelu_approximate for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")} == {"tanh"}
+    assert compose_train().model.gelu_approximate == "none"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("init_from=hf:", "init_from='hf:' is invalid"),
+        ("model.gelu_approximate=fast", "model.gelu_approximate='fast' is invalid: must be none (exact) or tanh"),
+        ("dataset.tokenizer=bytes", "dataset.tokenizer='bytes' is invalid: must be char or gpt2"),
+        ("model.vocab_size=0", "model.vocab_size=0 is invalid"),
+    ],
+)
+def test_bad_gpt2_values(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_train(compose_train(override))
+
+
+def test_pretrained_names_and_local_folders_are_valid_init_from():
+    for init_from in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "hf:/some/folder"):
+        validate_train(compose_train(f"init_from={init_from}"))
+
+
+def test_export_config_composes():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="export", overrides=["run_dir=r", "out=o"])
+    assert (cfg.run_dir, cfg.out, cfg.checkpoint, cfg.overwrite) == ("r", "o", "best", False)
+
+
+def test_resuming_a_checkpoint_written_before_the_gpt2_keys():
+    """Keys added since take their defaults: the exact GELU, the dataset's vocabulary and
+    tokenizer, which is what the older code used."""
+    saved = OmegaConf.create(OmegaConf.to_container(compose_train("model.n_layer=2")))
+    for group, key in (("model", "gelu_approximate"), ("model", "vocab_size"), ("dataset", "tokenizer")):
+        saved[group].pop(key)
+    cfg = resumed_config(saved, compose_train("init_from=resume", "run_dir=x", "max_iters=9"), ["init_from", "run_dir", "max_iters"])
+    assert (cfg.model.n_layer, cfg.model.gelu_approximate, cfg.model.vocab_size, cfg.dataset.tokenizer, cfg.max_iters) == (2, "none", None, "char", 9)
+    validate_train(cfg)

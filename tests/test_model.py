@@ -106,3 +106,23 @@ def test_top_k_1_equals_greedy():
     idx = torch.zeros(1, 1, dtype=torch.long)
     g = torch.Generator().manual_seed(0)
     assert torch.equal(model.generate(idx, 10, temperature=1.0, top_k=1, generator=g), model.generate(idx, 10, temperature=0))
+
+
+def test_tanh_gelu_is_an_option():
+    assert isinstance(tiny().transformer.h[0].mlp.gelu, torch.nn.GELU)
+    assert tiny(gelu_approximate="tanh").transformer.h[0].mlp.gelu.approximate == "tanh"
+    idx = torch.randint(0, 65, (1, 16))
+    with torch.no_grad():
+        assert not torch.equal(tiny()(idx)[0], tiny(gelu_approximate="tanh")(idx)[0])
+
+
+def test_padded_vocabulary_is_never_sampled():
+    model = tiny(vocab_size=128).eval()
+    padding_wins = torch.zeros(128)
+    padding_wins[65:] = 100.0
+    model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + padding_wins)
+    idx = torch.zeros(4, 1, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    assert int(model.generate(idx, 30, temperature=0).max()) >= 65  # uncropped, padding wins
+    assert int(model.generate(idx, 30, temperature=1.0, generator=g, vocab_size=65).max()) < 65
+    assert int(model.generate(idx, 30, temperature=0, vocab_size=65).max()) < 65

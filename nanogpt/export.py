@@ -1,0 +1,185 @@
+"""Write a run's model as a Hugging Face GPT-2 folder, for use anywhere transformers runs.
+
+    python -m nanogpt.export run_dir=outputs/2026-11-25/17-03-11 out=exported/shakespeare
+    python -m nanogpt.export run_dir=... out=... checkpoint=last overwrite=true
+
+    >>> from transformers import GPT2LMHeadModel, AutoTokenizer
+    >>> model = GPT2LMHeadModel.from_pretrained("exported/shakespeare")
+    >>> tokenizer = AutoTokenizer.from_pretrained("exported/shakespeare")  # GPT-2 BPE runs only
+
+The folder holds config.json, model.safetensors and nanogpt_tokenizer.json (the run's tokenizer:
+GPT-2 BPE, or the character list of a character model); a GPT-2 BPE run also gets GPT-2's
+vocab.json and merges.txt, which transformers' GPT-2 tokenizer reads. The folder loads back with
+`init_from=hf:<folder>`. Every model this project trains is a GPT-2 in transformers' terms: a
+model without biases gets zero biases, which compute the same, and the exact GELU is GPT-2's
+activation_function "gelu". A padded vocabulary is cut back to the tokenizer's: the padding rows
+are no tokens, and without them transformers can never sample one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from safetensors.torch import save_file
+
+from nanogpt.cli import run_or_exit
+from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_export
+from nanogpt.data import GPT2Tokenizer, load_tokenizer
+from nanogpt.model import GPT, LayerNorm
+from nanogpt.pretrained import CONV1D_WEIGHTS
+from nanogpt.sample import load_model
+
+# nn.GELU's `approximate` -> transformers' activation_function.
+ACTIVATIONS = {"tanh": "gelu_new", "none": "gelu"}
+
+
+def export(cfg: DictConfig) -> Path:
+    """Write the checkpoint's model into cfg.out; print and return the folder."""
+    validate_export(cfg)
+    out = Path(cfg.out).expanduser()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
+        raise ConfigError(f"out={cfg.out!r} exists and is not an empty folder; choose another out, or pass overwrite=true")
+    model, meta, path = load_model(Path(cfg.run_dir), cfg.checkpoint, "cpu")
+    if model.config.gelu_approximate not in ACTIVATIONS:
+        raise ConfigError(f"{path}: model.gelu_approximate={model.config.gelu_approximate!r} has no GPT-2 equivalent, so this model cannot be exported")
+    tokenizer = load_tokenizer(meta)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    staging.chmod(0o755)  # mkdtemp's 0700 would keep the folder from anyone the model is shared with
+    try:
+        save_file(hf_tensors(model, tokenizer.vocab_size), staging / "model.safetensors", metadata={"format": "pt"})
+        (staging / "model.safetensors").chmod(0o644)
+        eot = tokenizer.eot_token if isinstance(tokenizer, GPT2Tokenizer) else None
+        _write_json(staging / "config.json", hf_config(model, tokenizer.vocab_size, eot))
+        tokenizer_info = {"tokenizer": meta["tokenizer"], "vocab_size": tokenizer.vocab_size}
+        if isinstance(tokenizer, GPT2Tokenizer):
+            tokenizer_info["tiktoken_encoding"] = tokenizer.encoding.name
+            write_gpt2_vocab(tokenizer, staging)
+        else:
+            tokenizer_info["itos"] = meta["itos"]
+        _write_json(staging / "nanogpt_tokenizer.json", tokenizer_info)
+        _replace_folder(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"exported {path} to {out}")
+    return out
+
+
+def hf_tensors(model: GPT, vocab_size: int) -> dict[str, torch.Tensor]:
+    """The model's weights in GPT2LMHeadModel's names and layouts. The head is left out: it is
+    the token embedding, which transformers ties back on load."""
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":
+            continue
+        if name == "transformer.wte.weight":
+            tensor = tensor[:vocab_size]
+        tensors[name] = (tensor.t() if name.endswith(CONV1D_WEIGHTS) else tensor).contiguous()
+    for name, module in model.named_modules():
+        if isinstance(module, (LayerNorm, torch.nn.Linear)) and module.bias is None and name != "lm_head":
+            size = module.out_features if isinstance(module, torch.nn.Linear) else module.weight.numel()
+            tensors[f"{name}.bias"] = torch.zeros(size)
+    return tensors
+
+
+def hf_config(model: GPT, vocab_size: int, eot_token: int | None) -> dict:
+    c = model.config
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "vocab_size": vocab_size,
+        "n_positions": c.block_size,
+        "n_embd": c.n_embd,
+        "n_layer": c.n_layer,
+        "n_head": c.n_head,
+        "n_inner": None,
+        "activation_function": ACTIVATIONS[c.gelu_approximate],
+        "resid_pdrop": c.dropout,
+        "embd_pdrop": c.dropout,
+        "attn_pdrop": c.dropout,
+        "layer_norm_epsilon": 1e-5,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "reorder_and_upcast_attn": False,
+        "tie_word_embeddings": True,
+        # GPT-2 starts and ends texts with <|endoftext|>; a character vocabulary has no such token.
+        "bos_token_id": eot_token,
+        "eos_token_id": eot_token,
+    }
+
+
+def byte_symbols() -> list[str]:
+    """GPT-2's printable stand-in for each byte in vocab.json and merges.txt: the printable
+    Latin-1 characters stand for themselves, the other bytes (controls, space, ...) for the
+    characters from U+0100 on, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    symbols, shifted = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            symbols[byte] = chr(byte)
+        else:
+            symbols[byte] = chr(256 + shifted)
+            shifted += 1
+    return [symbols[byte] for byte in range(256)]
+
+
+def write_gpt2_vocab(tokenizer: GPT2Tokenizer, folder: Path) -> None:
+    """vocab.json and merges.txt, derived from tiktoken's ranks (the files themselves are not
+    shipped with tiktoken). A token's id is its rank, and the merge that made token t is found by
+    running BPE on t's bytes with only the merges ranked below t: exactly two parts remain."""
+    enc = tokenizer.encoding
+    symbols = byte_symbols()
+    token_bytes = [enc.decode_single_token_bytes(i) for i in range(tokenizer.eot_token)]
+    ranks = {b: i for i, b in enumerate(token_bytes)}
+    merges = []
+    for rank, token in enumerate(token_bytes):
+        if len(token) < 2:
+            continue
+        parts = [token[i : i + 1] for i in range(len(token))]
+        while len(parts) > 2:
+            pairs = [(ranks.get(a + b, rank), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+            best, i = min(pairs)
+            if best >= rank:
+                break
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        merges.append(" ".join("".join(symbols[b] for b in part) for part in parts))
+    vocab = {"".join(symbols[b] for b in token): i for i, token in enumerate(token_bytes)}
+    vocab["<|endoftext|>"] = tokenizer.eot_token
+    _write_json(folder / "vocab.json", vocab)
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _replace_folder(staging: Path, out: Path) -> None:
+    """Move the finished folder into place; an old one (overwrite=true) goes only once the new
+    one is complete, so an interrupted export leaves the old folder or the new, never a mix."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old)
+    else:
+        staging.rename(out)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+def main(cfg: DictConfig) -> None:
+    run_or_exit(lambda: export(cfg))
+
+
+if __name__ == "__main__":
+    register_configs()
+    main()

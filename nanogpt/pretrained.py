@@ -1,0 +1,200 @@
+"""Start from GPT-2 weights in the Hugging Face format: OpenAI's (`init_from=gpt2`, ...,
+`gpt2-xl`, downloaded from the hub) or any local GPT-2 folder (`init_from=hf:<folder>`).
+
+    python -m nanogpt.train experiment=finetune_shakespeare                  # gpt2-xl on tiny Shakespeare
+    python -m nanogpt.train init_from=gpt2 dataset=shakespeare eval_only=true
+    python -m nanogpt.train init_from=hf:/path/to/exported dataset=shakespeare
+
+A GPT-2 folder is what `GPT2LMHeadModel.save_pretrained` writes: config.json plus
+model.safetensors (or pytorch_model.bin). Reading it needs `safetensors` and, for the hub,
+`huggingface_hub`; `transformers` is not needed. Our module names are GPT-2's, so the only
+translation is the layout of four matrices: GPT-2 stores them as Conv1D weights, (in, out),
+where nn.Linear holds (out, in).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from nanogpt.checkpoint import CheckpointError
+from nanogpt.config import ConfigError
+from nanogpt.model import GPT, GPTConfig
+
+log = logging.getLogger(__name__)
+
+HUB_REPOS = {
+    "gpt2": "openai-community/gpt2",  # 124M
+    "gpt2-medium": "openai-community/gpt2-medium",  # 350M
+    "gpt2-large": "openai-community/gpt2-large",  # 774M
+    "gpt2-xl": "openai-community/gpt2-xl",  # 1558M
+}
+# The matrices GPT-2 stores transposed (Conv1D layout).
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# config.json's activation_function -> nn.GELU's `approximate`.
+GELUS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+
+def load_pretrained(cfg: DictConfig, overridden: list[str], meta: dict) -> dict[str, torch.Tensor]:
+    """The state dict (our names, position embeddings cropped to dataset.block_size) of the weights
+    that cfg.init_from names. cfg.model takes their architecture; a key the user set on the command
+    line to another value is refused, as are a dataset and weights with different tokenizers."""
+    folder = _folder(cfg.init_from)
+    arch, n_positions = read_config(folder, cfg.init_from)
+    for key, value in arch.items():
+        chosen = f"model.{key}" in overridden or "model" in overridden
+        if chosen and cfg.model[key] is not None and cfg.model[key] != value:
+            raise ConfigError(
+                f"model.{key}={cfg.model[key]!r} conflicts with init_from={cfg.init_from}, whose weights have "
+                f"{key}={value!r}; drop the override (the architecture comes from the weights)"
+            )
+        cfg.model[key] = value
+    if cfg.dataset.block_size > n_positions:
+        raise ConfigError(
+            f"dataset.block_size={cfg.dataset.block_size} is invalid with init_from={cfg.init_from}: its weights "
+            f"have {n_positions} positions; use dataset.block_size={n_positions} or less"
+        )
+    _check_tokenizer(cfg.init_from, arch["vocab_size"], meta)
+    state = _read_weights(folder, cfg.init_from)
+    state["transformer.wpe.weight"] = state["transformer.wpe.weight"][: cfg.dataset.block_size]
+    _check_names_and_shapes(state, GPTConfig(block_size=cfg.dataset.block_size, **arch), cfg.init_from)
+    log.info("loaded %s weights: %d layers, %d heads, %d wide, vocabulary %d", cfg.init_from, arch["n_layer"], arch["n_head"], arch["n_embd"], arch["vocab_size"])
+    return state
+
+
+def _folder(init_from: str) -> Path:
+    """The local folder of init_from: hf:<folder> as it is, a GPT-2 name from the hub's cache
+    (downloaded there first if needed)."""
+    if init_from.startswith("hf:"):
+        folder = Path(init_from[3:]).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(f"init_from={init_from}: no such folder (give a folder that GPT2LMHeadModel.save_pretrained wrote)")
+        return folder
+    import huggingface_hub  # here: only hub names need it, and it takes a moment to import
+    from huggingface_hub.errors import EntryNotFoundError
+
+    repo = HUB_REPOS[init_from]
+    try:
+        # Both files land in the same snapshot folder of the hub's cache.
+        for filename in ("config.json", "model.safetensors"):
+            path = Path(huggingface_hub.hf_hub_download(repo, filename))
+    except (EntryNotFoundError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise CheckpointError(
+            f"init_from={init_from}: cannot download {repo} from the Hugging Face hub ({reason}); "
+            f"connect to the internet once, or pass a local copy with init_from=hf:<folder>"
+        ) from None
+    return path.parent
+
+
+def read_config(folder: Path, init_from: str) -> tuple[dict[str, Any], int]:
+    """The architecture (our model keys) and the number of positions in a GPT-2 config.json;
+    anything our model cannot reproduce exactly is refused, naming the config key."""
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"init_from={init_from}: {folder} is not a GPT-2 folder: it has no config.json") from None
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc.__class__.__name__})") from None
+    if not isinstance(config, dict) or config.get("model_type") != "gpt2":
+        found = config.get("model_type") if isinstance(config, dict) else None
+        raise ConfigError(f"init_from={init_from}: {path} describes model_type={found!r}; only GPT-2 ('gpt2') folders can be loaded")
+    n_embd = config.get("n_embd")
+    requirements = {
+        # key: (value GPT-2 has, whether the config's value is acceptable)
+        "activation_function": ("gelu_new", config.get("activation_function", "gelu_new") in GELUS),
+        "n_inner": ("null or 4 * n_embd", config.get("n_inner") in (None, 4 * n_embd if n_embd else None)),
+        "layer_norm_epsilon": (1e-5, config.get("layer_norm_epsilon", 1e-5) == 1e-5),
+        "scale_attn_weights": (True, config.get("scale_attn_weights", True) is True),
+        "scale_attn_by_inverse_layer_idx": (False, config.get("scale_attn_by_inverse_layer_idx", False) is False),
+        "tie_word_embeddings": (True, config.get("tie_word_embeddings", True) is True),
+    }
+    for key, (expected, ok) in requirements.items():
+        if not ok:
+            raise ConfigError(f"init_from={init_from}: {path} has {key}={config.get(key)!r}, which this model cannot reproduce (it needs {expected})")
+    try:
+        arch = {
+            "n_layer": int(config["n_layer"]),
+            "n_head": int(config["n_head"]),
+            "n_embd": int(config["n_embd"]),
+            "bias": True,  # GPT-2 always has biases
+            "gelu_approximate": GELUS[config.get("activation_function", "gelu_new")],
+            "vocab_size": int(config["vocab_size"]),
+        }
+        return arch, int(config["n_positions"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"init_from={init_from}: {path} lacks a valid {exc.args[0] if isinstance(exc, KeyError) else 'size'} entry") from None
+
+
+def _check_tokenizer(init_from: str, vocab_size: int, meta: dict) -> None:
+    """Weights and data must speak the same tokens: GPT-2 BPE ids fed to a character model (or
+    the reverse) train without error and learn nothing."""
+    bpe_weights = vocab_size >= 50257
+    if bpe_weights != (meta["tokenizer"] == "gpt2") or vocab_size < meta["vocab_size"]:
+        data = f"dataset {meta['dataset']} is tokenized with {meta['tokenizer']} ({meta['vocab_size']} tokens)"
+        if bpe_weights:
+            raise ConfigError(
+                f"init_from={init_from} reads GPT-2 BPE tokens, but {data}; use a GPT-2 BPE dataset "
+                f"(dataset=shakespeare, dataset=openwebtext, or your text with dataset.tokenizer=gpt2)"
+            )
+        raise ConfigError(f"init_from={init_from} reads {vocab_size} tokens, not GPT-2 BPE, but {data}; use the dataset it was trained on")
+
+
+def _read_weights(folder: Path, init_from: str) -> dict[str, torch.Tensor]:
+    """The folder's tensors in our names: model.safetensors (or the shards that
+    model.safetensors.index.json lists, as save_pretrained writes for large models), else
+    pytorch_model.bin (loaded with weights_only=True, so it cannot run code)."""
+    safetensors_path, index_path, bin_path = folder / "model.safetensors", folder / "model.safetensors.index.json", folder / "pytorch_model.bin"
+    if safetensors_path.is_file() or index_path.is_file():
+        try:
+            shards = [safetensors_path] if safetensors_path.is_file() else sorted({folder / f for f in json.loads(index_path.read_text())["weight_map"].values()})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{index_path}: unreadable ({exc.__class__.__name__})") from None
+        raw = {}
+        for path in shards:
+            try:
+                raw.update(load_file(path))
+            except (SafetensorError, OSError) as exc:
+                raise CheckpointError(f"{path}: unreadable, truncated or corrupt ({exc})") from None
+    elif bin_path.is_file():
+        path = bin_path
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable or holds more than tensors ({exc.__class__.__name__})") from None
+    else:
+        raise ConfigError(f"init_from={init_from}: {folder} is not a GPT-2 folder: it has neither model.safetensors nor pytorch_model.bin")
+    state = {}
+    for name, tensor in raw.items():
+        # A GPT2Model saves "h.0...", a GPT2LMHeadModel "transformer.h.0..."; both occur on the hub.
+        name = name.removeprefix("transformer.")
+        # Causal-mask buffers of older transformers versions, and the head that is the tied
+        # token embedding: our model rebuilds both.
+        if name.split(".")[-2:] in (["attn", "bias"], ["attn", "masked_bias"]) or name == "lm_head.weight":
+            continue
+        state[f"transformer.{name}"] = tensor.t().contiguous() if name.endswith(CONV1D_WEIGHTS) else tensor
+    state["lm_head.weight"] = state.get("transformer.wte.weight")
+    return state
+
+
+def _check_names_and_shapes(state: dict[str, torch.Tensor], config: GPTConfig, init_from: str) -> None:
+    with torch.device("meta"):
+        expected = GPT(config).state_dict()
+    for name, tensor in expected.items():
+        if state.get(name) is None:
+            raise CheckpointError(f"init_from={init_from}: the weights lack {name} (not a complete GPT-2 model)")
+        if state[name].shape != tensor.shape:
+            raise CheckpointError(f"init_from={init_from}: {name} has shape {tuple(state[name].shape)}, config.json implies {tuple(tensor.shape)}")
+    unexpected = sorted(state.keys() - expected.keys())
+    if unexpected:
+        raise CheckpointError(f"init_from={init_from}: unexpected tensor {unexpected[0]} in the weights (not a GPT-2 model)")

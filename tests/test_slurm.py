@@ -1,0 +1,107 @@
+"""Sweeps on a real SLURM cluster through submitit (started by scripts/slurm/start-local-cluster.sh
+in CI), preemption with requeue, and the sweep's return values."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nanogpt.checkpoint import load_checkpoint
+from nanogpt.metrics import read_metrics
+from tests.conftest import ROOT, TINY, cli_env, run_cli
+
+
+def _cluster_up() -> bool:
+    if shutil.which("sbatch") is None:
+        return False
+    out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    return out.returncode == 0 and any(state.startswith(("idle", "mix", "alloc")) for state in out.stdout.split())
+
+
+pytestmark = pytest.mark.skipif(
+    not _cluster_up(), reason="no SLURM cluster here (CI starts one with scripts/slurm/start-local-cluster.sh)"
+)
+LAUNCHER = ("hydra/launcher=slurm_cpu", "hydra.launcher.timeout_min=20")
+RUN = (*TINY, "eval_interval=10", "log_interval=5", "optimizer.warmup_iters=5")
+
+
+def state_digest(path: Path) -> str:
+    state = load_checkpoint(path)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state["model"].items()):
+        digest.update(name.encode() + tensor.numpy().tobytes())
+    for index, per_param in sorted(state["optimizer"]["state"].items()):
+        for key in sorted(per_param):
+            digest.update(f"{index}.{key}".encode() + per_param[key].numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.slow
+def test_sweep_on_slurm_writes_runs_summary_and_returns_best_val_losses(data_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli(
+        "nanogpt.train", "-m", *LAUNCHER, "optimizer.learning_rate=1e-3,3e-3", *RUN, "max_iters=20",
+        f"dataset.data_dir={data_dir}", f"hydra.sweep.dir={sweep}",
+    )
+    assert "sweep summary:" in proc.stdout
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [j.name for j in jobs] == ["optimizer.learning_rate=0.001", "optimizer.learning_rate=0.003"]
+    for job in jobs:
+        assert (job / "ckpt_last.pt").is_file() and (job / "metrics.jsonl").is_file()
+    assert (sweep / "summary.md").is_file() and (sweep / "sweep.png").is_file()
+
+    # What each SLURM job returned to the launcher (submitit's result pickles, written by our
+    # own jobs): the run's best val loss, for sweepers to optimise.
+    results = sorted(sweep.glob(".submitit/*/*_result.pkl"))
+    assert len(results) == 2
+    returned = sorted(pickle.loads(p.read_bytes())[1].return_value for p in results)
+    best = sorted(min(r["val_loss"] for r in read_metrics(j / "metrics.jsonl") if r["event"] == "eval") for j in jobs)
+    assert returned == pytest.approx(best)
+
+
+@pytest.mark.slow
+def test_preempted_job_is_requeued_and_ends_bitwise_equal(data_dir, tmp_path):
+    run = (*RUN, "max_iters=300", "eval_interval=20", "log_interval=20")
+    reference = tmp_path / "reference"
+    run_cli("nanogpt.train", *run, f"dataset.data_dir={data_dir}", f"hydra.run.dir={reference}")
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nanogpt.train", "-m", *LAUNCHER, *run, f"dataset.data_dir={data_dir}", f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    job_dir = sweep / "0"  # a sweep of one job: named by its number
+    deadline = time.monotonic() + 300
+    while not (job_dir / "ckpt_last.pt").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(0.2)
+    [job_id] = {p.name.split("_")[0] for p in (sweep / ".submitit").iterdir() if p.name[0].isdigit()}
+    # What SLURM does before a preemption or the time limit (submitit's signal): USR2.
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:]
+
+    records = read_metrics(job_dir / "metrics.jsonl")
+    starts = [r for r in records if r["event"] == "start"]
+    assert len(starts) == 2 and 0 < starts[1]["iter"] < 300  # it was stopped, requeued and resumed
+    assert records[-1]["status"] == "finished" and records[-1]["iter"] == 300
+    restarts = subprocess.run(["sacct", "-n", "-X", "-j", job_id, "-o", "state"], capture_output=True, text=True).stdout
+    assert state_digest(job_dir / "ckpt_last.pt") == state_digest(reference / "ckpt_last.pt"), restarts
+
+
+def test_unknown_partition_gets_one_line(tmp_path):
+    proc = run_cli("nanogpt.train", "-m", *LAUNCHER, "hydra.launcher.partition=nope", f"hydra.sweep.dir={tmp_path / 's'}", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: hydra.launcher.partition='nope' does not exist on this cluster (partitions: debug)"
+
+
+def test_unknown_launcher_option_is_hydras_error(tmp_path):
+    proc = run_cli("nanogpt.train", "-m", *LAUNCHER, "hydra.launcher.gpus_per_nod=1", f"hydra.sweep.dir={tmp_path / 's'}", check=False)
+    assert proc.returncode != 0 and "Key 'gpus_per_nod' not in 'SlurmQueueConf'" in proc.stderr
