@@ -55,6 +55,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
@@ -68,6 +69,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def default_file_mode() -> int:
+    """The mode a plain open() would give a new file (0644 under the usual umask); mkstemp's
+    0600 would hide checkpoints and datasets from the other users of a shared cluster."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -30,6 +30,7 @@ import numpy as np
 import tiktoken
 import torch
 
+from nanogpt.checkpoint import default_file_mode
 log = logging.getLogger(__name__)
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -387,6 +388,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     """A temp path in the same folder to write; once the block ends, it is fsynced and renamed
     over `path`, so readers see the old file or the new one, never a part. Removed on error."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, default_file_mode())
     os.close(fd)
     try:
         yield Path(tmp)

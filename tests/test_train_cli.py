@@ -3,12 +3,10 @@ on the real tiny Shakespeare, with a tiny model."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
@@ -132,14 +130,3 @@ def test_sample_bad_input(trained_run, overrides, message):
     args = [f"run_dir={run_dir}", *overrides] if not overrides[0].startswith("run_dir") else list(overrides)
     proc = run_cli("nanogpt.sample", *args, check=False)
     assert one_line_error(proc).startswith(message)
-
-
-def weights_digest(path: Path) -> str:
-    state = load_checkpoint(path)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state["model"].items()):
-        digest.update(name.encode() + tensor.numpy().tobytes())
-    for _, per_param in sorted(state["optimizer"]["state"].items()):
-        for key in sorted(per_param):
-            digest.update(key.encode() + per_param[key].numpy().tobytes())
-    return digest.hexdigest()
