@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -33,6 +34,18 @@ class DataError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- tokenizers
+
+
+class Tokenizer(Protocol):
+    """Text to token ids and back. decode() of ids that end inside a character (a byte-level BPE
+    can split one) ends with U+FFFD, the replacement character, like bytes.decode(errors="replace")."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
 
 
 class CharTokenizer:
@@ -57,7 +70,7 @@ class CharTokenizer:
         return "".join(self.itos[i] for i in ids)
 
 
-def load_tokenizer(meta: dict) -> CharTokenizer:
+def load_tokenizer(meta: dict) -> Tokenizer:
     if meta.get("tokenizer") == "char":
         return CharTokenizer(meta["itos"])
     raise DataError(f"unknown tokenizer {meta.get('tokenizer')!r} in the dataset's meta.json")
