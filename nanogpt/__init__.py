@@ -1,3 +1,20 @@
 """nanogpt: train, fine-tune and sample small GPT language models, driven by Hydra configs."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nanogpt.generation import Generator, generate
+
 __version__ = "0.1.0"
+__all__ = ["Generator", "generate"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: `import nanogpt` stays free of torch for the commands that need none.
+    if name in __all__:
+        from nanogpt import generation
+
+        return getattr(generation, name)
+    raise AttributeError(f"module 'nanogpt' has no attribute {name!r}")

@@ -9,9 +9,10 @@ live in `validate`, which raises a one-line `ConfigError`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -120,9 +121,14 @@ class SampleConfig:
     prompt: str = "\n"  # text, or FILE:path
     num_samples: int = 3
     max_new_tokens: int = 500
-    temperature: float = 0.8
+    temperature: float = 0.8  # 0 = greedy
     top_k: Optional[int] = 200
+    top_p: float = 1.0  # nucleus sampling: keep the likeliest tokens holding this much probability
     seed: int = 1337
+    stop: List[str] = field(default_factory=list)
+    stream: bool = False
+    kv_cache: bool = True  # false: the naive reference path, which reruns the context for every token
+    window: str = "halve"  # halve | slide: what the context becomes once the text outgrows it
 
 
 @dataclass
@@ -243,13 +249,41 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
     _require(cfg.wandb.sample_tokens >= 0, "wandb.sample_tokens", cfg.wandb.sample_tokens, "must be >= 0")
 
 
+WINDOWS = ("slide", "halve")
+
+
+def validate_generation(
+    *,
+    num_samples: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float,
+    stop: Sequence[str],
+    window: str,
+) -> None:
+    """The generation options, shared by `python -m nanogpt.sample` and nanogpt.generate()."""
+    _require(num_samples > 0, "num_samples", num_samples, "must be a positive integer")
+    _require(max_new_tokens > 0, "max_new_tokens", max_new_tokens, "must be >= 1")
+    _require(temperature >= 0, "temperature", temperature, "must be >= 0 (0 = greedy)")
+    if top_k is not None:
+        _require(top_k > 0, "top_k", top_k, "must be a positive integer or null")
+    _require(0 < top_p <= 1, "top_p", top_p, "must be in (0, 1] (1 keeps every token)")
+    _require(all(isinstance(s, str) and s for s in stop), "stop", list(stop), "must be a list of non-empty strings")
+    _require(window in WINDOWS, "window", window, f"must be one of {', '.join(WINDOWS)}")
+
+
 def validate_sample(cfg: DictConfig | SampleConfig) -> None:
     _require(cfg.checkpoint in ("best", "last"), "checkpoint", cfg.checkpoint, "must be best or last")
-    _require(cfg.num_samples > 0, "num_samples", cfg.num_samples, "must be a positive integer")
-    _require(cfg.max_new_tokens > 0, "max_new_tokens", cfg.max_new_tokens, "must be >= 1")
-    _require(cfg.temperature >= 0, "temperature", cfg.temperature, "must be >= 0 (0 = greedy)")
-    if cfg.top_k is not None:
-        _require(cfg.top_k > 0, "top_k", cfg.top_k, "must be a positive integer or null")
+    validate_generation(
+        num_samples=cfg.num_samples,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        stop=cfg.stop,
+        window=cfg.window,
+    )
     validate_system(cfg.system)
 
 

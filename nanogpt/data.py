@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import tiktoken
@@ -42,6 +43,18 @@ class DataError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- tokenizers
+
+
+class Tokenizer(Protocol):
+    """Text to token ids and back. decode() of ids that end inside a character (a byte-level BPE
+    can split one) ends with U+FFFD, the replacement character, like bytes.decode(errors="replace")."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
 
 
 class CharTokenizer:
@@ -104,7 +117,7 @@ def gpt2_tokenizer() -> GPT2Tokenizer:
     return GPT2Tokenizer()
 
 
-def load_tokenizer(meta: dict) -> CharTokenizer | GPT2Tokenizer:
+def load_tokenizer(meta: dict) -> Tokenizer:
     if meta.get("tokenizer") == "char":
         return CharTokenizer(meta["itos"])
     if meta.get("tokenizer") == "gpt2":

@@ -33,7 +33,7 @@ from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_exp
 from nanogpt.data import GPT2Tokenizer, load_tokenizer
 from nanogpt.model import GPT, LayerNorm
 from nanogpt.pretrained import CONV1D_WEIGHTS
-from nanogpt.sample import load_model
+from nanogpt.generation import load_model
 
 # nn.GELU's `approximate` -> transformers' activation_function.
 ACTIVATIONS = {"tanh": "gelu_new", "none": "gelu"}

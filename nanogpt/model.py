@@ -3,6 +3,8 @@
 A stack of pre-LayerNorm transformer blocks over token + position embeddings, with the output
 head sharing the token embedding matrix. Attention goes through PyTorch's
 scaled_dot_product_attention, which picks a flash / memory-efficient kernel where one exists.
+For generation, an optional KVCache keeps every layer's keys and values so that each new token
+costs one position's worth of compute instead of a rerun of the whole context.
 """
 
 from __future__ import annotations
@@ -39,6 +41,24 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
+class KVCache:
+    """The keys and values of the tokens fed so far, for every layer, preallocated for a full
+    context. A token's keys and values depend on its position, so the cache is only valid for a
+    context that starts where it started; `reset` empties it for a new one."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device | str, dtype: torch.dtype):
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0  # tokens cached so far, which is also the position of the next one
+
+    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.keys[i], self.values[i]
+
+    def reset(self) -> None:
+        self.length = 0
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -50,13 +70,23 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size): heads become a batch dimension.
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            # Keep this step's keys and values; the queries then attend to every cached position.
+            cache_k, cache_v = cache
+            cache_k[:, :, start : start + T] = k
+            cache_v[:, :, start : start + T] = v
+            k, v = cache_k[:, :, : start + T], cache_v[:, :, : start + T]
+        # is_causal aligns its mask with the first key, which is right when the queries are all of
+        # the keys (a whole context, or a cache's prefill). A single new token may see every key.
         y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -87,8 +117,10 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(
+        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, start)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -137,17 +169,25 @@ class GPT(nn.Module):
         return n
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for every position and the mean cross-entropy when targets are given; without
-        targets only the last position's logits are computed (all that generation needs)."""
+        targets only the last position's logits are computed (all that generation needs).
+
+        With a kv_cache, idx continues the tokens already cached: either a whole context into an
+        empty cache (the prefill) or then one token at a time."""
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of length {T} exceeds the context length {self.config.block_size}")
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        start = 0 if kv_cache is None else kv_cache.length
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of length {start + T} exceeds the context length {self.config.block_size}")
+        if start > 0 and T > 1:
+            raise ValueError("a KV cache takes a whole context when empty, then one token at a time")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if kv_cache is None else kv_cache.layer(i), start)
+        if kv_cache is not None:
+            kv_cache.length += T
         x = self.transformer.ln_f(x)
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None
@@ -177,32 +217,3 @@ class GPT(nn.Module):
         6 per parameter plus the attention score and value products."""
         cfg = self.config
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-        vocab_size: int | None = None,
-    ) -> torch.Tensor:
-        """Extend each row of idx by max_new_tokens sampled tokens, re-running the (cropped) context
-        for every token. temperature 0 picks the most likely token. Only ids below vocab_size are
-        ever picked: the rows a padded embedding adds beyond the tokenizer's vocabulary are no tokens."""
-        for _ in range(max_new_tokens):
-            context = idx[:, -self.config.block_size :]
-            logits, _ = self(context)
-            logits = logits[:, -1, :vocab_size]
-            if temperature == 0:
-                next_token = logits.argmax(dim=-1, keepdim=True)
-            else:
-                logits = logits / temperature
-                if top_k is not None:
-                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = F.softmax(logits.float(), dim=-1)
-                next_token = torch.multinomial(probs, num_samples=1, generator=generator)
-            idx = torch.cat((idx, next_token), dim=1)
-        return idx

@@ -2,41 +2,27 @@
 
     python -m nanogpt.sample run_dir=outputs/2026-11-25/17-03-11
     python -m nanogpt.sample run_dir=... prompt="ROMEO:" num_samples=2 max_new_tokens=300 temperature=0.7
-    python -m nanogpt.sample run_dir=... prompt=FILE:prompt.txt checkpoint=last
+    python -m nanogpt.sample run_dir=... prompt=FILE:prompt.txt checkpoint=last top_p=0.9 stop='[THE END]'
+    python -m nanogpt.sample run_dir=... stream=true max_new_tokens=2000 window=halve
 
-Writes nothing to disk.
+With stream=true the first sample is printed as its tokens come and the others when the batch is
+done; the output is the same as without streaming. Writes nothing to disk. The work is done by
+nanogpt.generation, which notebooks can use directly (nanogpt.Generator, nanogpt.generate).
 """
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
-from nanogpt.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from nanogpt.cli import run_or_exit
 from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_sample
-from nanogpt.data import DataError, load_tokenizer
-from nanogpt.model import GPT, GPTConfig
-from nanogpt.system import resolve_system
+from nanogpt.generation import Generator
 
-
-def load_model(run_dir: Path, which: str, device: str) -> tuple[GPT, dict, Path]:
-    """The model of a run's checkpoint (`best`, falling back to `last`), in eval mode, and the
-    dataset metadata it was trained with (its tokenizer)."""
-    path = checkpoint_path(run_dir, which)
-    if which == "best" and not path.is_file() and checkpoint_path(run_dir, "last").is_file():
-        path = checkpoint_path(run_dir, "last")
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run_dir={str(run_dir)!r}: no such folder")
-    state = load_checkpoint(path, map_location="cpu")
-    model = GPT(GPTConfig(**state["model_args"]))
-    model.load_state_dict(state["model"])
-    model.eval().to(device)
-    return model, json.loads(state["dataset_meta"]), path
+SEPARATOR = "-" * 40
 
 
 def read_prompt(prompt: str) -> str:
@@ -49,34 +35,36 @@ def read_prompt(prompt: str) -> str:
     return prompt
 
 
+def show(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
 def sample(cfg: DictConfig) -> list[str]:
     """Generate cfg.num_samples continuations of the prompt; print and return them."""
     validate_sample(cfg)
     if cfg.run_dir is None:
         raise ConfigError("run_dir is required: python -m nanogpt.sample run_dir=<a run folder under outputs/>")
-    system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
-    model, meta, path = load_model(Path(cfg.run_dir), cfg.checkpoint, system.device)
-    tokenizer = load_tokenizer(meta)
-    prompt = read_prompt(cfg.prompt)
-    if not prompt:
-        raise ConfigError("prompt is empty: give at least one character (the default is a newline)")
-    try:
-        prompt_ids = tokenizer.encode(prompt)
-    except DataError as exc:
-        raise ConfigError(f"prompt cannot be encoded: {exc}") from None
-
-    generator = torch.Generator(device=system.device).manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    idx = torch.tensor([prompt_ids] * cfg.num_samples, dtype=torch.long, device=system.device)
-    with system.autocast():
-        out = model.generate(
-            idx, cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, generator=generator, vocab_size=tokenizer.vocab_size
-        )
-    texts = [tokenizer.decode(row.tolist()) for row in out]
+    generator = Generator.from_run(cfg.run_dir, cfg.checkpoint, cfg.system.device, cfg.system.dtype)
+    texts = generator.generate(
+        read_prompt(cfg.prompt),
+        num_samples=cfg.num_samples,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        seed=cfg.seed,
+        stop=list(cfg.stop),
+        kv_cache=cfg.kv_cache,
+        window=cfg.window,
+        on_text=show if cfg.stream else None,
+    )
     for i, text in enumerate(texts):
         if i:
-            print("-" * 40)
-        print(text, flush=True)
+            show(f"{SEPARATOR}\n")
+        if i or not cfg.stream:
+            show(text)
+        show("\n")
     return texts
 
 

@@ -52,6 +52,7 @@ from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_tra
 from nanogpt.distributed import Dist, any_rank, gather_to_main, mean_over_ranks, split_accumulation
 from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, padded_vocab_size, prepare, same_tokenizer
 from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
+from nanogpt.generation import generate_ids
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.pretrained import load_pretrained
 from nanogpt.resume import load_newest_valid, note_sweep_keys, override_keys, resumed_config
@@ -217,7 +218,7 @@ def sample_text(model: GPT, meta: dict, max_new_tokens: int, system: System) -> 
     was_training = model.training
     model.eval()
     with torch.no_grad(), system.autocast():
-        out = model.generate(idx, max_new_tokens, temperature=0.8, top_k=200, generator=generator, vocab_size=meta["vocab_size"])
+        out = generate_ids(model, idx, max_new_tokens, temperature=0.8, top_k=200, generator=generator, vocab_size=meta["vocab_size"])
     model.train(was_training)
     return tokenizer.decode(out[0].tolist())
 

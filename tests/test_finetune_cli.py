@@ -11,7 +11,7 @@ import torch
 
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
-from nanogpt.sample import load_model
+from nanogpt.generation import load_model
 from tests.conftest import TINY, run_cli
 
 # The CPU fine-tuning preset, shrunk to seconds: a tiny random GPT-2 learns quickly at this rate.

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from nanogpt.generation import generate_ids
 from nanogpt.model import GPT, GPTConfig
 
 
@@ -93,21 +94,6 @@ def test_dropout_only_in_training_mode():
         assert not torch.equal(model(idx)[0], model(idx)[0])
 
 
-def test_greedy_generation_is_deterministic_and_extends():
-    model = tiny().eval()
-    idx = torch.zeros(2, 3, dtype=torch.long)
-    a = model.generate(idx, 20, temperature=0)
-    b = model.generate(idx, 20, temperature=0)
-    assert a.shape == (2, 23) and torch.equal(a, b) and torch.equal(a[:, :3], idx)
-
-
-def test_top_k_1_equals_greedy():
-    model = tiny().eval()
-    idx = torch.zeros(1, 1, dtype=torch.long)
-    g = torch.Generator().manual_seed(0)
-    assert torch.equal(model.generate(idx, 10, temperature=1.0, top_k=1, generator=g), model.generate(idx, 10, temperature=0))
-
-
 def test_tanh_gelu_is_an_option():
     assert isinstance(tiny().transformer.h[0].mlp.gelu, torch.nn.GELU)
     assert tiny(gelu_approximate="tanh").transformer.h[0].mlp.gelu.approximate == "tanh"
@@ -116,13 +102,14 @@ def test_tanh_gelu_is_an_option():
         assert not torch.equal(tiny()(idx)[0], tiny(gelu_approximate="tanh")(idx)[0])
 
 
-def test_padded_vocabulary_is_never_sampled():
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_padded_vocabulary_is_never_sampled(kv_cache):
     model = tiny(vocab_size=128).eval()
     padding_wins = torch.zeros(128)
     padding_wins[65:] = 100.0
     model.lm_head.register_forward_hook(lambda module, inputs, logits: logits + padding_wins)
     idx = torch.zeros(4, 1, dtype=torch.long)
     g = torch.Generator().manual_seed(0)
-    assert int(model.generate(idx, 30, temperature=0).max()) >= 65  # uncropped, padding wins
-    assert int(model.generate(idx, 30, temperature=1.0, generator=g, vocab_size=65).max()) < 65
-    assert int(model.generate(idx, 30, temperature=0, vocab_size=65).max()) < 65
+    assert int(generate_ids(model, idx, 30, temperature=0, kv_cache=kv_cache).max()) >= 65  # uncropped, padding wins
+    assert int(generate_ids(model, idx, 30, temperature=1.0, generator=g, vocab_size=65, kv_cache=kv_cache).max()) < 65
+    assert int(generate_ids(model, idx, 30, temperature=0, vocab_size=65, kv_cache=kv_cache).max()) < 65

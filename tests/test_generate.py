@@ -1,0 +1,364 @@
+"""Generation: the KV-cache path against the naive reference, sampling options, stop strings,
+streaming, the Python API and the `python -m nanogpt.sample` command."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import nanogpt
+from nanogpt.checkpoint import CKPT_FORMAT, save_checkpoint
+from nanogpt.config import ConfigError
+from nanogpt.data import CharTokenizer
+from nanogpt.generation import Continuation, Decoder, Generator, generate_ids, pick_next, window_start
+from nanogpt.model import GPT, GPTConfig, KVCache
+from tests.conftest import ROOT, cli_env, run_cli
+
+CHARS = list("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+BLOCK = 16
+
+
+def tiny(**overrides) -> GPT:
+    torch.manual_seed(0)
+    args = dict(vocab_size=len(CHARS), block_size=BLOCK, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=False)
+    args.update(overrides)
+    return GPT(GPTConfig(**args)).eval()
+
+
+def prompt_ids(batch: int, length: int) -> torch.Tensor:
+    return torch.randint(0, len(CHARS), (batch, length), generator=torch.Generator().manual_seed(1))
+
+
+# ----------------------------------------------------------------------------- the model's cache
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_prefill_then_one_token_at_a_time_matches_the_whole_context(bias):
+    model = tiny(bias=bias)
+    idx = prompt_ids(2, BLOCK)
+    cache = KVCache(model.config, 2, "cpu", torch.float32)
+    with torch.no_grad():
+        full, _ = model(idx, idx)
+        prefill, _ = model(idx[:, :5], kv_cache=cache)
+        steps = [model(idx[:, t : t + 1], kv_cache=cache)[0] for t in range(5, BLOCK)]
+    assert cache.length == BLOCK
+    torch.testing.assert_close(prefill[:, -1], full[:, 4])
+    torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 5:])
+
+
+def test_cache_refuses_what_it_cannot_hold():
+    model = tiny()
+    cache = KVCache(model.config, 1, "cpu", torch.float32)
+    with torch.no_grad():
+        model(torch.zeros(1, 3, dtype=torch.long), kv_cache=cache)
+        with pytest.raises(ValueError, match="one token at a time"):
+            model(torch.zeros(1, 2, dtype=torch.long), kv_cache=cache)
+        for _ in range(BLOCK - 3):
+            model(torch.zeros(1, 1, dtype=torch.long), kv_cache=cache)
+        with pytest.raises(ValueError, match="exceeds the context length 16"):
+            model(torch.zeros(1, 1, dtype=torch.long), kv_cache=cache)
+
+
+# ----------------------------------------------------------------------------- equivalence
+
+
+def test_window_start():
+    assert [window_start(0, n, 4, "slide") for n in (1, 4, 5, 9)] == [0, 0, 1, 5]
+    # halve: a full window restarts from its newest half, then grows until full again.
+    starts, start = [], 0
+    for n in range(1, 12):
+        start = window_start(start, n, 4, "halve")
+        starts.append(start)
+    assert starts == [0, 0, 0, 0, 3, 3, 3, 6, 6, 6, 9]
+    assert window_start(0, 9, 5, "halve") == 6  # an odd block keeps the bigger half
+    assert window_start(0, 3, 1, "halve") == 2
+
+
+@pytest.mark.parametrize("window", ["slide", "halve"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_greedy_tokens_and_every_steps_logits_match_the_naive_path(bias, window):
+    """Three rows, a prompt of 5, 60 new tokens: far past the context of 16."""
+    model = tiny(bias=bias)
+    idx = prompt_ids(3, 5)
+    naive = generate_ids(model, idx, 60, temperature=0, kv_cache=False, window=window)
+    cached = generate_ids(model, idx, 60, temperature=0, kv_cache=True, window=window)
+    assert naive.shape == (3, 65) and torch.equal(naive[:, :5], idx)
+    assert torch.equal(cached, naive)
+
+    naive_decoder, cached_decoder = Decoder(model, 3, kv_cache=False, window=window), Decoder(model, 3, kv_cache=True, window=window)
+    with torch.no_grad():
+        for t in range(5, 65):
+            expected = naive_decoder.next_logits(naive[:, :t])
+            torch.testing.assert_close(cached_decoder.next_logits(naive[:, :t]), expected, rtol=1e-5, atol=1e-5)
+            assert torch.equal(expected.argmax(dim=-1), naive[:, t])
+
+
+def test_a_prompt_longer_than_the_context():
+    model = tiny()
+    idx = prompt_ids(2, BLOCK + 7)
+    for window in ("slide", "halve"):
+        naive = generate_ids(model, idx, 20, temperature=0, kv_cache=False, window=window)
+        assert torch.equal(generate_ids(model, idx, 20, temperature=0, window=window), naive)
+    # slide is nanoGPT's sample.py: every step sees exactly the last block_size tokens.
+    with torch.no_grad():
+        context = naive[:, -1 - BLOCK : -1]
+        assert torch.equal(model(context)[0][:, -1].argmax(dim=-1), naive[:, -1])
+
+
+@pytest.mark.parametrize("window", ["slide", "halve"])
+def test_same_seed_same_samples_on_both_paths(window):
+    model = tiny(bias=True)
+    idx = prompt_ids(4, 3)
+
+    def sample(seed: int, kv_cache: bool) -> torch.Tensor:
+        rng = torch.Generator().manual_seed(seed)
+        return generate_ids(model, idx, 50, temperature=1.0, top_k=30, top_p=0.95, generator=rng, kv_cache=kv_cache, window=window)
+
+    cached = sample(0, True)
+    assert torch.equal(cached, sample(0, False))
+    assert torch.equal(cached, sample(0, True))
+    assert not torch.equal(cached, sample(1, True))
+
+
+# ----------------------------------------------------------------------------- sampling options
+
+
+def test_greedy_generation_is_deterministic_and_extends():
+    model = tiny()
+    idx = torch.zeros(2, 3, dtype=torch.long)
+    a = generate_ids(model, idx, 20, temperature=0)
+    assert a.shape == (2, 23) and torch.equal(a, generate_ids(model, idx, 20, temperature=0)) and torch.equal(a[:, :3], idx)
+
+
+@pytest.mark.parametrize("option", [dict(top_k=1), dict(top_p=1e-6), dict(top_k=5, top_p=1e-6)])
+def test_top_k_1_and_a_tiny_top_p_are_greedy(option):
+    model = tiny()
+    idx = prompt_ids(2, 2)
+    greedy = generate_ids(model, idx, 30, temperature=0)
+    assert torch.equal(generate_ids(model, idx, 30, temperature=1.5, generator=torch.Generator().manual_seed(0), **option), greedy)
+
+
+def test_top_k_and_top_p_keep_only_the_likeliest_tokens():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.1, 0.06, 0.04]])).repeat(2000, 1)
+    rng = torch.Generator().manual_seed(0)
+
+    def drawn(**options) -> set[int]:
+        return set(pick_next(logits, 1.0, generator=rng, **options).view(-1).tolist())
+
+    assert drawn() == {0, 1, 2, 3, 4}
+    assert drawn(top_k=2) == {0, 1}
+    assert drawn(top_p=0.7) == {0, 1}  # 0.5 alone is short of 0.7; 0.5 + 0.3 reaches it
+    assert drawn(top_p=0.85) == {0, 1, 2}
+    assert drawn(top_k=2, top_p=0.85) == {0, 1}
+
+
+# ----------------------------------------------------------------------------- text
+
+
+class ByteTokenizer:
+    """One token per UTF-8 byte, like a byte-level BPE that splits a character over tokens."""
+
+    vocab_size = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode())
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode(errors="replace")
+
+
+def feed(text: str, stop: list[str], tokenizer=None) -> tuple[Continuation, list[str]]:
+    tokenizer = tokenizer or CharTokenizer(sorted(set(text)))
+    continuation, pieces = Continuation(tokenizer, stop), []
+    for token in tokenizer.encode(text):
+        continuation.add(token)
+        pieces.append(continuation.take_final())
+    continuation.finish()
+    pieces.append(continuation.take_final())
+    return continuation, [p for p in pieces if p]
+
+
+def test_stop_strings_cut_at_the_first_one_and_never_stream():
+    c, pieces = feed("to be, or not to be: that is", ["not", "be:"])
+    assert c.text == "to be, or " and c.done and "".join(pieces) == c.text
+    c, pieces = feed("to be, or not to be", ["be:", "or n"])
+    assert c.text == "to be, " and "".join(pieces) == "to be, "
+    c, pieces = feed("abcabd", ["abd"])
+    assert c.text == "abc" and pieces == ["abc"]  # "ab" was held back: it could have begun "abd"
+    c, pieces = feed("no stop here", ["zzz"])
+    assert c.text == "no stop here" and len(pieces) == len("no stop here")
+
+
+def test_characters_split_over_tokens_come_out_whole():
+    c, pieces = feed("été — fin", ["fin"], ByteTokenizer())
+    assert c.text == "été — " and "".join(pieces) == "été — "
+    assert all("\ufffd" not in p for p in pieces)
+
+
+@pytest.fixture(scope="module")
+def generator() -> Generator:
+    return Generator(tiny(bias=True), CharTokenizer(CHARS))
+
+
+def test_generator_returns_prompt_and_continuation(generator):
+    texts = generator.generate("ROMEO:", num_samples=3, max_new_tokens=40, seed=3)
+    assert len(texts) == 3 and all(t.startswith("ROMEO:") and len(t) == 46 for t in texts)
+    assert texts == generator.generate("ROMEO:", num_samples=3, max_new_tokens=40, seed=3)
+    assert texts == generator.generate("ROMEO:", num_samples=3, max_new_tokens=40, seed=3, kv_cache=False)
+    assert texts != generator.generate("ROMEO:", num_samples=3, max_new_tokens=40, seed=4)
+
+
+def test_stop_strings_only_cut(generator):
+    full = generator.generate("KING:", num_samples=2, max_new_tokens=40, temperature=1.0, seed=5)
+    stop = re.search(r"[a-z]{2}", full[0][len("KING:") :]).group()
+    cut = generator.generate("KING:", num_samples=2, max_new_tokens=40, temperature=1.0, seed=5, stop=stop)
+    for text, cut_text in zip(full, cut):
+        generated = text[len("KING:") :]
+        end = generated.find(stop)
+        assert cut_text == "KING:" + (generated if end < 0 else generated[:end])
+    assert len(cut[0]) < len(full[0])
+
+
+def test_streaming_hands_out_the_first_sample_piece_by_piece(generator):
+    pieces: list[str] = []
+    texts = generator.generate("\n", num_samples=2, max_new_tokens=30, on_text=pieces.append)
+    assert pieces[0] == "\n" and len(pieces) > 10 and "".join(pieces) == texts[0]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(top_p=0.0), "top_p=0.0 is invalid: must be in (0, 1]"),
+        (dict(top_p=1.5), "top_p=1.5 is invalid"),
+        (dict(top_k=0), "top_k=0 is invalid"),
+        (dict(temperature=-0.1), "temperature=-0.1 is invalid"),
+        (dict(max_new_tokens=0), "max_new_tokens=0 is invalid: must be >= 1"),
+        (dict(num_samples=0), "num_samples=0 is invalid"),
+        (dict(stop=["ok", ""]), "stop=['ok', ''] is invalid"),
+        (dict(window="wrap"), "window='wrap' is invalid: must be one of slide, halve"),
+        (dict(prompt=""), "prompt is empty"),
+        (dict(prompt="Æ"), "prompt cannot be encoded: the text holds 1 character(s) outside"),
+    ],
+)
+def test_bad_options_are_one_line_config_errors(generator, options, message):
+    with pytest.raises(ConfigError) as err:
+        generator.generate(**{"prompt": "A", **options})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_import_nanogpt_stays_light_and_exports_the_api():
+    code = "import sys, nanogpt; assert 'torch' not in sys.modules; print(nanogpt.Generator.__name__, nanogpt.generate.__name__)"
+    proc = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == ["Generator", "generate"]
+    assert nanogpt.Generator is Generator
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def save_run(run_dir: Path, model: GPT) -> Path:
+    meta = {"tokenizer": "char", "vocab_size": len(CHARS), "itos": CHARS}
+    args = {k: getattr(model.config, k) for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias")}
+    save_checkpoint(run_dir / "ckpt_best.pt", {"format": CKPT_FORMAT, "model": model.state_dict(), "model_args": args, "dataset_meta": json.dumps(meta)})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return save_run(tmp_path_factory.mktemp("sample") / "run", tiny(bias=True, block_size=32))
+
+
+def sample(run_dir: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_cli("nanogpt.sample", f"run_dir={run_dir}", "system.device=cpu", *overrides, check=check)
+
+
+def test_python_api_matches_the_command(run_dir):
+    proc = sample(run_dir, "num_samples=2", "max_new_tokens=80", "prompt=ROMEO:")
+    texts = nanogpt.generate(run_dir, "ROMEO:", device="cpu", num_samples=2, max_new_tokens=80)
+    assert proc.stdout == texts[0] + "\n" + "-" * 40 + "\n" + texts[1] + "\n"
+
+
+# 80 new tokens after a 6-character prompt: well past the context of 32.
+SAMPLING = ("num_samples=2", "max_new_tokens=80", "prompt=ROMEO:", "seed=11", "top_p=0.9")
+
+
+def test_naive_path_and_streaming_print_the_same_text(run_dir):
+    cached = sample(run_dir, *SAMPLING).stdout
+    assert sample(run_dir, *SAMPLING, "kv_cache=false").stdout == cached
+    assert sample(run_dir, *SAMPLING, "stream=true").stdout == cached
+
+
+def test_sliding_window_on_both_paths(run_dir):
+    slid_cli = sample(run_dir, *SAMPLING, "window=slide").stdout
+    assert sample(run_dir, *SAMPLING, "window=slide", "kv_cache=false", "stream=true").stdout == slid_cli
+    halved = sample(run_dir, *SAMPLING).stdout  # the default window
+    # The two windows part once the text outgrows the context.
+    slid = nanogpt.generate(run_dir, "ROMEO:", device="cpu", num_samples=2, max_new_tokens=80, seed=11, top_p=0.9, window="slide")
+    assert slid_cli.startswith(slid[0] + "\n" + "-" * 40)
+    assert halved[:32] == slid[0][:32] and not halved.startswith(slid[0] + "\n" + "-" * 40)
+
+
+def test_stream_prints_before_generation_ends(run_dir):
+    command = [sys.executable, "-m", "nanogpt.sample", f"run_dir={run_dir}", "stream=true", "num_samples=1", "max_new_tokens=100000", "prompt=ROMEO:"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.read(len("ROMEO:") + 1)
+        assert first.startswith(b"ROMEO:") and len(first) == 7
+        assert proc.poll() is None  # still generating
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_stop_strings_on_the_command_line(run_dir):
+    full = sample(run_dir, "num_samples=1", "max_new_tokens=60", "prompt=ROMEO:", "temperature=1.0").stdout
+    generated = full[len("ROMEO:") : -1]
+    stop = re.search(r"[a-z]{2}", generated).group()
+    cut = sample(run_dir, "num_samples=1", "max_new_tokens=60", "prompt=ROMEO:", "temperature=1.0", f"stop=[{stop},QQQ]", "stream=true")
+    assert cut.stdout == "ROMEO:" + generated[: generated.find(stop)] + "\n"
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("top_p=0",), "error: top_p=0.0 is invalid: must be in (0, 1]"),
+        (("top_p=1.01",), "error: top_p=1.01 is invalid: must be in (0, 1]"),
+        (("top_k=-3",), "error: top_k=-3 is invalid: must be a positive integer or null"),
+        (("temperature=-0.5",), "error: temperature=-0.5 is invalid: must be >= 0 (0 = greedy)"),
+        (("max_new_tokens=0",), "error: max_new_tokens=0 is invalid: must be >= 1"),
+        (("window=wrap",), "error: window='wrap' is invalid"),
+        (("prompt='ÆÐ'", "stream=true"), "error: prompt cannot be encoded: the text holds 2 character(s) outside"),
+        (("checkpoint=last",), "ckpt_last.pt: no such checkpoint"),
+    ],
+)
+def test_bad_input_gets_one_line(run_dir, overrides, message):
+    proc = sample(run_dir, *overrides, check=False)
+    assert message in one_line_error(proc) and proc.stdout == ""
+
+
+def test_missing_or_corrupt_checkpoint(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "ckpt_best.pt: no such checkpoint" in one_line_error(sample(empty, check=False))
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "ckpt_best.pt").write_bytes(b"PK\x03\x04 not really a zip file")
+    assert "ckpt_best.pt: unreadable, truncated or corrupt" in one_line_error(sample(corrupt, check=False))
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    save_checkpoint(incomplete / "ckpt_best.pt", {"format": CKPT_FORMAT, "model": {}})
+    assert "ckpt_best.pt: not a usable model checkpoint (KeyError" in one_line_error(sample(incomplete, check=False))
