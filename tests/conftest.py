@@ -3,6 +3,7 @@ that runs the real command-line entry points in a subprocess."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -117,3 +118,25 @@ TINY = (
     "system.device=cpu",
     "system.dtype=float32",
 )
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The single `error: ...` line of a command refused with exit status 2 (and no traceback)."""
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def state_digest(path: Path) -> str:
+    """Hash of a checkpoint's model weights and whole optimizer state (bitwise comparisons)."""
+    from nanogpt.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state["model"].items()):
+        digest.update(name.encode() + tensor.numpy().tobytes())
+    for index, per_param in sorted(state["optimizer"]["state"].items()):
+        for key in sorted(per_param):
+            digest.update(f"{index}.{key}".encode() + per_param[key].numpy().tobytes())
+    return digest.hexdigest()

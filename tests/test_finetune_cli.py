@@ -12,7 +12,7 @@ import torch
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
 from nanogpt.generation import load_model
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, one_line_error, run_cli
 
 # The CPU fine-tuning preset, shrunk to seconds: a tiny random GPT-2 learns quickly at this rate.
 FAST = (
@@ -127,12 +127,6 @@ def test_from_scratch_on_bpe_pads_the_vocabulary(tmp_path, data):
     proc = run_cli("nanogpt.sample", f"run_dir={run_dir}", "num_samples=4", "max_new_tokens=50", "temperature=2.0", "top_k=null")
     assert proc.stdout.startswith("\n")
 
-
-def one_line_error(proc) -> str:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from nanogpt.config import ConfigError
 from nanogpt.data import CharTokenizer
 from nanogpt.generation import Continuation, Decoder, Generator, generate_ids, pick_next, window_start
 from nanogpt.model import GPT, GPTConfig, KVCache
-from tests.conftest import ROOT, cli_env, run_cli
+from tests.conftest import ROOT, cli_env, one_line_error, run_cli
 
 CHARS = list("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 BLOCK = 16
@@ -324,12 +324,6 @@ def test_stop_strings_on_the_command_line(run_dir):
     cut = sample(run_dir, "num_samples=1", "max_new_tokens=60", "prompt=ROMEO:", "temperature=1.0", f"stop=[{stop},QQQ]", "stream=true")
     assert cut.stdout == "ROMEO:" + generated[: generated.find(stop)] + "\n"
 
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(

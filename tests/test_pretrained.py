@@ -11,7 +11,7 @@ from nanogpt.checkpoint import CheckpointError
 from nanogpt.config import ConfigError
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.pretrained import load_pretrained
-from tests.conftest import ROOT, TINY, make_gpt2_folder, run_cli
+from tests.conftest import ROOT, TINY, make_gpt2_folder, one_line_error, run_cli
 
 GPT2_META = {"tokenizer": "gpt2", "vocab_size": 50257, "dataset": "shakespeare"}
 
@@ -167,12 +167,6 @@ def test_context_longer_than_the_weights_and_wrong_tokenizer(gpt2_folder):
     with pytest.raises(ConfigError, match="reads GPT-2 BPE tokens, but dataset shakespeare_char is tokenized with char"):
         our_model(f"hf:{gpt2_folder}", meta=char_meta)
 
-
-def one_line_error(proc) -> str:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
-from tests.conftest import ROOT, TINY, cli_env, run_cli
+from tests.conftest import ROOT, TINY, cli_env, run_cli, state_digest
 
 N = 40
 # Dropout on, so that restoring the torch RNG matters; frequent checkpoints, so that kills
@@ -31,17 +31,6 @@ def train_args(run_dir: Path, data_dir: Path, *extra: str) -> list[str]:
 def resume(run_dir: Path, data_dir: Path, *extra: str, check: bool = True):
     return run_cli("nanogpt.train", "init_from=resume", f"run_dir={run_dir}", f"dataset.data_dir={data_dir}", *extra, check=check)
 
-
-def state_digest(path: Path) -> str:
-    """Hash of the model weights and the whole optimizer state."""
-    state = load_checkpoint(path)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state["model"].items()):
-        digest.update(name.encode() + tensor.numpy().tobytes())
-    for index, per_param in sorted(state["optimizer"]["state"].items()):
-        for key in sorted(per_param):
-            digest.update(f"{index}.{key}".encode() + per_param[key].numpy().tobytes())
-    return digest.hexdigest()
 
 
 def losses(run_dir: Path) -> dict[tuple[str, int], float]:

@@ -3,19 +3,16 @@ in CI), preemption with requeue, and the sweep's return values."""
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
-from tests.conftest import ROOT, TINY, cli_env, run_cli
+from tests.conftest import ROOT, TINY, cli_env, run_cli, state_digest
 
 
 def _cluster_up() -> bool:
@@ -31,16 +28,6 @@ pytestmark = pytest.mark.skipif(
 LAUNCHER = ("hydra/launcher=slurm_cpu", "hydra.launcher.timeout_min=20")
 RUN = (*TINY, "eval_interval=10", "log_interval=5", "optimizer.warmup_iters=5")
 
-
-def state_digest(path: Path) -> str:
-    state = load_checkpoint(path)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state["model"].items()):
-        digest.update(name.encode() + tensor.numpy().tobytes())
-    for index, per_param in sorted(state["optimizer"]["state"].items()):
-        for key in sorted(per_param):
-            digest.update(f"{index}.{key}".encode() + per_param[key].numpy().tobytes())
-    return digest.hexdigest()
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, one_line_error, run_cli
 
 
 def train(run_dir: Path, data_dir: Path, *overrides: str, check: bool = True):
@@ -77,12 +77,6 @@ def test_sample_prompt_from_file(trained_run, tmp_path):
     proc = run_cli("nanogpt.sample", f"run_dir={run_dir}", "num_samples=1", "max_new_tokens=5", f"prompt=FILE:{tmp_path / 'prompt.txt'}")
     assert proc.stdout.startswith("KING:")
 
-
-def one_line_error(proc) -> str:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(
