@@ -4,6 +4,9 @@ import pytest
 import tiktoken
 
 from nanogpt.data import CharTokenizer, DataError, GPT2Tokenizer, load_tokenizer, padded_vocab_size, same_tokenizer
+from tests.conftest import requires_gpt2_bpe
+
+pytestmark = requires_gpt2_bpe  # these tests tokenize with GPT-2's BPE
 
 
 def test_gpt2_ids_are_gpt2s():
