@@ -235,10 +235,16 @@ class Trainer:
     that advance it. Rank 0 alone writes into the run folder."""
 
     def __init__(
-        self, cfg: DictConfig, run_dir: Path, world: Dist, resume_state: dict[str, Any] | None, overrides: list[str], wandb_group: str | None
+        self,
+        cfg: DictConfig,
+        run_dir: Path,
+        system: System,
+        world: Dist,
+        resume_state: dict[str, Any] | None,
+        overrides: list[str],
+        wandb_group: str | None,
     ):
-        self.cfg, self.run_dir, self.world = cfg, run_dir, world
-        self.system = system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
+        self.cfg, self.run_dir, self.world, self.system = cfg, run_dir, world, system
         if world.enabled and system.device_type == "cuda":
             self.system = system = replace(system, device=f"cuda:{world.local_rank}")
             torch.cuda.set_device(system.device)
@@ -350,8 +356,9 @@ class Trainer:
             x, y = self.splits["train"].windows(mine[micro])
             # Gradients are averaged across ranks only on the last micro-step.
             sync = not self.world.enabled or micro == self.micro_steps - 1
-            with self.system.autocast(), (contextlib.nullcontext() if sync else self.model.no_sync()):
-                _, loss = self.model(x, y)
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                with self.system.autocast():  # the forward pass only: backward follows its dtypes
+                    _, loss = self.model(x, y)
                 loss = loss / self.micro_steps
                 self.scaler.scale(loss).backward()
             loss_sum += loss.detach()
@@ -524,11 +531,12 @@ def train(
         # Fix the schedule's length now, so that resuming with a larger max_iters continues
         # this schedule rather than stretching it mid-run.
         cfg.optimizer.lr_decay_iters = cfg.max_iters
-    world = distributed.init(resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile).device_type)
+    system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
+    world = distributed.init(system.device_type)
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one rank speaks
     try:
-        trainer = Trainer(cfg, run_dir, world, resume_state, overrides or [], wandb_group)
+        trainer = Trainer(cfg, run_dir, system, world, resume_state, overrides or [], wandb_group)
         trainer.describe()
         if cfg.eval_only:
             return trainer.eval_only()
