@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 
 from nanogpt.checkpoint import CKPT_FORMAT, capture_rng_state, save_checkpoint
+from nanogpt.config import OptimizerConfig
 from nanogpt.model import GPT, GPTConfig
+from nanogpt.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = GPT(GPTConfig(vocab_size=args.vocab, block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd))
-    optimizer = model.configure_optimizer(1e-3, 0.1, (0.9, 0.99), "cpu")
+    optimizer = build_optimizer(model, OptimizerConfig(), "cpu")
     x = torch.randint(0, args.vocab, (args.batch_size, args.block_size))
     step_times = []
     for i in range(args.steps + 1):

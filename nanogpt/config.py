@@ -41,6 +41,14 @@ class ModelConfig:
     # Rows of the token embedding. null: the dataset's vocabulary, with GPT-2's 50,257 tokens
     # padded to 50,304 (see data.padded_vocab_size).
     vocab_size: Optional[int] = None
+    # The speedrun options (see nanogpt/model.py), off by default so every model is GPT-2:
+    position: str = "learned"  # learned | rope (rotary embeddings, no position table)
+    rope_base: float = 10000.0
+    norm: str = "layernorm"  # layernorm | rmsnorm
+    qk_norm: bool = False  # RMS-normalise queries and keys per head
+    activation: str = "gelu"  # gelu | relu2 (ReLU squared)
+    tie_embeddings: bool = True  # false: the output head has its own matrix
+    zero_init_proj: bool = False  # output projections (and an untied head) start at zero
 
 
 @dataclass
@@ -61,7 +69,7 @@ class DatasetConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adamw"
+    name: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest)
     learning_rate: float = 1e-3
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -72,6 +80,13 @@ class OptimizerConfig:
     # null: decay over the whole run (max_iters)
     lr_decay_iters: Optional[int] = None
     min_lr: float = 1e-4
+    # optimizer=muon only. The schedule scales muon_learning_rate with learning_rate (same warmup
+    # and decay); weight_decay and the betas apply to the AdamW part.
+    muon_learning_rate: float = 0.02
+    muon_momentum: float = 0.95
+    muon_weight_decay: float = 0.0
+    # optimizer=muon: AdamW's rate for untied token (and position) embeddings; null = learning_rate.
+    embedding_learning_rate: Optional[float] = None
 
 
 @dataclass
@@ -101,8 +116,13 @@ class TrainConfig:
     system: SystemConfig = MISSING
     wandb: WandbConfig = field(default_factory=WandbConfig)
     max_iters: int = 2000
+    # Seconds of training (evaluations included, start-up not) after which the run ends as if
+    # max_iters were reached; the learning-rate decay then follows the clock, so it ends on time
+    # on any machine. Runs with a budget are not bit-reproducible. null: no budget.
+    time_budget_s: Optional[float] = None
     eval_interval: int = 250
     eval_iters: int = 20
+    eval_at_start: bool = True  # evaluate the initial weights too (false saves the time in short runs)
     log_interval: int = 10
     gradient_accumulation_steps: int = 1
     seed: int = 1337
@@ -172,6 +192,10 @@ def _require(ok: bool, key: str, value: Any, rule: str) -> None:
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
 GELU_APPROXIMATIONS = ("none", "tanh")
+POSITIONS = ("learned", "rope")
+NORMS = ("layernorm", "rmsnorm")
+ACTIVATIONS = ("gelu", "relu2")
+OPTIMIZERS = ("adamw", "muon")
 TOKENIZERS = ("char", "gpt2")
 # init_from values that load OpenAI's released GPT-2 weights.
 PRETRAINED_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -215,6 +239,12 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
         m.gelu_approximate,
         "must be none (exact) or tanh (GPT-2's)",
     )
+    _require(m.position in POSITIONS, "model.position", m.position, "must be learned or rope")
+    if m.position == "rope":
+        _require((m.n_embd // m.n_head) % 2 == 0, "model.position", m.position, f"rope needs an even head size, not n_embd/n_head={m.n_embd // m.n_head}")
+        _require(m.rope_base > 1, "model.rope_base", m.rope_base, "must be > 1")
+    _require(m.norm in NORMS, "model.norm", m.norm, "must be layernorm or rmsnorm")
+    _require(m.activation in ACTIVATIONS, "model.activation", m.activation, "must be gelu or relu2")
     if m.vocab_size is not None:
         _require(m.vocab_size > 0, "model.vocab_size", m.vocab_size, "must be a positive integer or null")
     _require(d.batch_size > 0, "dataset.batch_size", d.batch_size, "must be a positive integer")
@@ -222,18 +252,26 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
     _require(0.0 < d.val_fraction < 1.0, "dataset.val_fraction", d.val_fraction, "must be in (0, 1)")
     if d.tokenizer is not None:
         _require(d.tokenizer in TOKENIZERS, "dataset.tokenizer", d.tokenizer, "must be char or gpt2")
-    _require(o.name == "adamw", "optimizer.name", o.name, "the only optimizer is adamw")
+    _require(o.name in OPTIMIZERS, "optimizer.name", o.name, "must be adamw or muon")
     _require(o.learning_rate > 0, "optimizer.learning_rate", o.learning_rate, "must be > 0")
     # min_lr is where the decay ends; a constant rate (decay_lr=false, as in fine-tuning) never uses it.
     _require(0 <= o.min_lr <= (o.learning_rate if o.decay_lr else math.inf), "optimizer.min_lr", o.min_lr, "must be in [0, learning_rate]")
     _require(o.weight_decay >= 0, "optimizer.weight_decay", o.weight_decay, "must be >= 0")
     _require(0 <= o.beta1 < 1, "optimizer.beta1", o.beta1, "must be in [0, 1)")
     _require(0 <= o.beta2 < 1, "optimizer.beta2", o.beta2, "must be in [0, 1)")
+    if o.name == "muon":
+        _require(o.muon_learning_rate > 0, "optimizer.muon_learning_rate", o.muon_learning_rate, "must be > 0")
+        _require(0 <= o.muon_momentum < 1, "optimizer.muon_momentum", o.muon_momentum, "must be in [0, 1)")
+        _require(o.muon_weight_decay >= 0, "optimizer.muon_weight_decay", o.muon_weight_decay, "must be >= 0")
+        if o.embedding_learning_rate is not None:
+            _require(o.embedding_learning_rate > 0, "optimizer.embedding_learning_rate", o.embedding_learning_rate, "must be > 0 or null")
     _require(o.grad_clip >= 0, "optimizer.grad_clip", o.grad_clip, "must be >= 0 (0 disables clipping)")
     _require(o.warmup_iters >= 0, "optimizer.warmup_iters", o.warmup_iters, "must be >= 0")
     if o.lr_decay_iters is not None:
         _require(o.lr_decay_iters > 0, "optimizer.lr_decay_iters", o.lr_decay_iters, "must be > 0 or null")
     _require(cfg.max_iters >= 0, "max_iters", cfg.max_iters, "must be >= 0")
+    if cfg.time_budget_s is not None:
+        _require(cfg.time_budget_s > 0, "time_budget_s", cfg.time_budget_s, "must be > 0 seconds or null")
     _require(cfg.keep_last_k >= 0, "keep_last_k", cfg.keep_last_k, "must be >= 0")
     for key in ("eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps"):
         _require(cfg[key] > 0, key, cfg[key], "must be a positive integer")

@@ -89,13 +89,18 @@ def split_accumulation(total_steps: int, world: Dist) -> int:
     return total_steps // world.world_size
 
 
+def max_over_ranks(value: float, world: Dist, device: str) -> float:
+    """The largest of the ranks' values, on every rank (so that all ranks decide alike)."""
+    if not world.enabled:
+        return value
+    t = torch.tensor([value], device=device, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.item()
+
+
 def any_rank(flag: bool, world: Dist, device: str) -> bool:
     """True on every rank if it is true on any rank (so all ranks stop at the same step)."""
-    if not world.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return max_over_ranks(1.0 if flag else 0.0, world, device) > 0
 
 
 def mean_over_ranks(value: torch.Tensor, world: Dist) -> torch.Tensor:

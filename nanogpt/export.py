@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 from nanogpt.cli import run_or_exit
 from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_export
 from nanogpt.data import GPT2Tokenizer, load_tokenizer
-from nanogpt.model import GPT, LayerNorm
+from nanogpt.model import GPT, LayerNorm, non_gpt2_options
 from nanogpt.pretrained import CONV1D_WEIGHTS
 from nanogpt.generation import load_model
 
@@ -48,6 +48,9 @@ def export(cfg: DictConfig) -> Path:
     model, meta, path = load_model(Path(cfg.run_dir), cfg.checkpoint, "cpu")
     if model.config.gelu_approximate not in ACTIVATIONS:
         raise ConfigError(f"{path}: model.gelu_approximate={model.config.gelu_approximate!r} has no GPT-2 equivalent, so this model cannot be exported")
+    if different := non_gpt2_options(model.config):
+        key, value = next(iter(different.items()))
+        raise ConfigError(f"{path}: model.{key}={value!r} has no GPT-2 equivalent, so this model cannot be exported")
     tokenizer = load_tokenizer(meta)
 
     out.parent.mkdir(parents=True, exist_ok=True)

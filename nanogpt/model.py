@@ -5,6 +5,10 @@ head sharing the token embedding matrix. Attention goes through PyTorch's
 scaled_dot_product_attention, which picks a flash / memory-efficient kernel where one exists.
 For generation, an optional KVCache keeps every layer's keys and values so that each new token
 costs one position's worth of compute instead of a rerun of the whole context.
+
+GPTConfig also offers the changes that made modded-nanogpt's GPT-2 speedrun fastest: rotary
+position embeddings, RMSNorm, QK-norm, a ReLU^2 MLP, an untied output head and zero-initialised
+output projections. Each is off by default (the defaults are GPT-2) and works alone.
 """
 
 from __future__ import annotations
@@ -27,6 +31,22 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False
     gelu_approximate: str = "none"  # "tanh" for GPT-2's weights, which were trained with it
+    position: str = "learned"  # learned (GPT-2) | rope
+    rope_base: float = 10000.0
+    norm: str = "layernorm"  # layernorm (GPT-2) | rmsnorm
+    qk_norm: bool = False
+    activation: str = "gelu"  # gelu (GPT-2) | relu2
+    tie_embeddings: bool = True
+    zero_init_proj: bool = False
+
+
+# The architecture options as GPT-2 has them: weights saved by OpenAI or exported to Hugging Face
+# format need exactly these.
+GPT2_OPTIONS = dict(position="learned", norm="layernorm", qk_norm=False, activation="gelu", tie_embeddings=True)
+
+
+def non_gpt2_options(config: GPTConfig) -> dict[str, object]:
+    return {key: getattr(config, key) for key, value in GPT2_OPTIONS.items() if getattr(config, key) != value}
 
 
 class LayerNorm(nn.Module):
@@ -39,6 +59,44 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class RMSNorm(nn.Module):
+    """Scales each vector to unit root-mean-square, then by a learned gain. Unlike LayerNorm it
+    neither centres nor shifts, which is cheaper and trains as well (Zhang & Sennrich 2019)."""
+
+    def __init__(self, ndim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, self.weight.shape, self.weight)
+
+
+def make_norm(config: GPTConfig) -> nn.Module:
+    return RMSNorm(config.n_embd) if config.norm == "rmsnorm" else LayerNorm(config.n_embd, bias=config.bias)
+
+
+class Rotary(nn.Module):
+    """Rotary position embeddings (Su et al. 2021). Each pair of query/key channels is rotated
+    by an angle proportional to the token's position, at a different frequency per pair, so a
+    query-key dot product depends on how far apart the two tokens are rather than on where
+    they are. Nothing is learned, and the angles are not part of the state dict."""
+
+    def __init__(self, head_size: int, block_size: int, base: float):
+        super().__init__()
+        inv_freq = base ** (-torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+        angles = torch.outer(torch.arange(block_size, dtype=torch.float32), inv_freq)  # (T, head_size / 2)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """x: (B, n_head, T, head_size) for the positions start .. start + T - 1."""
+        T = x.size(2)
+        cos, sin = self.cos[start : start + T], self.sin[start : start + T]
+        # The pairs are (channel i, channel i + head_size / 2), a layout that needs no interleaving.
+        x1, x2 = x.float().chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
 
 
 class KVCache:
@@ -69,6 +127,11 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
+        head_size = config.n_embd // config.n_head
+        self.rotary = Rotary(head_size, config.block_size, config.rope_base) if config.position == "rope" else None
+        # QK-norm: unit-RMS queries and keys bound the attention logits, so a large learning
+        # rate cannot blow up the softmax (Dehghani et al. 2023).
+        self.qk_norm = config.qk_norm
 
     def forward(
         self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
@@ -77,6 +140,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, n_head, T, head_size): heads become a batch dimension.
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if self.rotary is not None:
+            q, k = self.rotary(q, start), self.rotary(k, start)
         if cache is not None:
             # Keep this step's keys and values; the queries then attend to every cached position.
             cache_k, cache_v = cache
@@ -99,11 +166,15 @@ class MLP(nn.Module):
         # Exact GELU by default; GPT-2 used the tanh approximation, and its weights need it to
         # reproduce their logits exactly.
         self.gelu = nn.GELU(approximate=config.gelu_approximate)
+        # ReLU^2 (So et al. 2021, "Primer"): cheaper than GELU and learns faster in small models.
+        self.relu2 = config.activation == "relu2"
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.c_fc(x)
+        h = F.relu(h).square() if self.relu2 else self.gelu(h)
+        return self.dropout(self.c_proj(h))
 
 
 class Block(nn.Module):
@@ -112,9 +183,9 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
     def forward(
@@ -129,27 +200,34 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=LayerNorm(config.n_embd, bias=config.bias),
-            )
+        layers = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
+        if config.position == "learned":  # rope rotates queries and keys instead
+            layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        layers.update(
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=make_norm(config),
         )
+        self.transformer = nn.ModuleDict(layers)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        # Weight tying: the same matrix maps tokens to vectors and vectors back to token scores.
-        # It saves vocab_size * n_embd parameters and trains at least as well (Press & Wolf 2017).
-        self.transformer.wte.weight = self.lm_head.weight
+        if config.tie_embeddings:
+            # Weight tying: the same matrix maps tokens to vectors and vectors back to token
+            # scores. It saves vocab_size * n_embd parameters and trains at least as well at
+            # GPT-2's scale (Press & Wolf 2017); small fast-trained models gain from untying.
+            self.transformer.wte.weight = self.lm_head.weight
 
         self.apply(self._init_weights)
         # GPT-2 scales the init of the projections that write into the residual stream by
         # 1/sqrt(2 * n_layer): each block adds two such outputs, and without the scaling the
-        # variance of the residual stream would grow with depth.
+        # variance of the residual stream would grow with depth. Zero-initialised, every block
+        # starts as the identity and the untied head predicts uniformly: training begins from
+        # the embeddings alone and each layer grows in only as far as it helps.
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            if name.endswith("c_proj.weight") or (name == "lm_head.weight" and not config.tie_embeddings):
+                if config.zero_init_proj:
+                    nn.init.zeros_(p)
+                elif name.endswith("c_proj.weight"):
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -161,11 +239,14 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameter count; position embeddings are left out by default since they do no compute
-        (token embeddings stay in: they are the output head too)."""
+        """Parameter count; embedding lookups are left out by default since they do no compute
+        (tied token embeddings stay in: they are the output head too)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
-            n -= self.transformer.wpe.weight.numel()
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.transformer.wte.weight.numel()
         return n
 
     def forward(
@@ -182,8 +263,10 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of length {start + T} exceeds the context length {self.config.block_size}")
         if start > 0 and T > 1:
             raise ValueError("a KV cache takes a whole context when empty, then one token at a time")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        x = self.transformer.wte(idx)
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(torch.arange(start, start + T, dtype=torch.long, device=idx.device))
+        x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, None if kv_cache is None else kv_cache.layer(i), start)
         if kv_cache is not None:
@@ -194,23 +277,6 @@ class GPT(nn.Module):
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
-
-    def configure_optimizer(
-        self,
-        learning_rate: float,
-        weight_decay: float,
-        betas: tuple[float, float],
-        device_type: str,
-    ) -> torch.optim.AdamW:
-        """AdamW that decays only 2-D weights (matmuls and embeddings); biases and norm gains are
-        left alone, as decaying them only hurts. Uses the fused kernel where available."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        fused = device_type in ("cuda", "cpu")
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
 
     def flops_per_token(self) -> int:
         """Training FLOPs per token (forward + backward), as in the PaLM paper's appendix B:

@@ -28,7 +28,7 @@ from safetensors.torch import load_file
 
 from nanogpt.checkpoint import CheckpointError
 from nanogpt.config import ConfigError
-from nanogpt.model import GPT, GPTConfig
+from nanogpt.model import GPT, GPT2_OPTIONS, GPTConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,12 @@ def load_pretrained(cfg: DictConfig, overridden: list[str], meta: dict) -> dict[
                 f"{key}={value!r}; drop the override (the architecture comes from the weights)"
             )
         cfg.model[key] = value
+    for key, value in GPT2_OPTIONS.items():
+        if cfg.model.get(key, value) != value:
+            raise ConfigError(
+                f"model.{key}={cfg.model[key]!r} is invalid with init_from={cfg.init_from}: GPT-2's weights need "
+                f"model.{key}={value!r}; drop the override"
+            )
     if cfg.dataset.block_size > n_positions:
         raise ConfigError(
             f"dataset.block_size={cfg.dataset.block_size} is invalid with init_from={cfg.init_from}: its weights "

@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 # but not the model's shape nor which batches it sees.
 RESUMABLE_KEYS = (
     "max_iters",
+    "time_budget_s",
     "eval_interval",
     "eval_iters",
+    "eval_at_start",
     "log_interval",
     "always_save_checkpoint",
     "keep_last_k",
@@ -41,6 +43,10 @@ RESUMABLE_KEYS = (
     "optimizer.weight_decay",
     "optimizer.beta1",
     "optimizer.beta2",
+    "optimizer.muon_learning_rate",
+    "optimizer.muon_momentum",
+    "optimizer.muon_weight_decay",
+    "optimizer.embedding_learning_rate",
     "dataset.data_dir",
     "system",
     "system.device",

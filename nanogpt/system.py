@@ -1,5 +1,5 @@
-"""Turn `system.{device,dtype,compile}` (which may say "auto") into concrete choices, and
-estimate the device's peak FLOP/s for MFU."""
+"""Turn `system.{device,dtype,compile}` (which may say "auto") into concrete choices, estimate
+the device's peak FLOP/s for MFU, and report peak memory."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import contextlib
 import functools
 import os
 import platform
+import resource
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -162,3 +164,12 @@ def _cpu_mhz() -> float | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+def peak_memory_mb(device: str) -> float:
+    """The most memory this process has held, in MiB: the CUDA allocator's peak on a GPU, the
+    peak resident set size (all of the process) elsewhere."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux

@@ -49,14 +49,15 @@ from nanogpt.checkpoint import (
 )
 from nanogpt.cli import PROCESS_START, TrainingError, run_or_exit, run_sweep_job, undo_hydra_outputs
 from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_train
-from nanogpt.distributed import Dist, any_rank, gather_to_main, mean_over_ranks, split_accumulation
+from nanogpt.distributed import Dist, any_rank, gather_to_main, max_over_ranks, mean_over_ranks, split_accumulation
 from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, padded_vocab_size, prepare, same_tokenizer
 from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
 from nanogpt.generation import generate_ids
 from nanogpt.model import GPT, GPTConfig
+from nanogpt.optim import build_optimizer
 from nanogpt.pretrained import load_pretrained
 from nanogpt.resume import load_newest_valid, note_sweep_keys, override_keys, resumed_config
-from nanogpt.system import System, peak_flops, resolve_system
+from nanogpt.system import System, peak_flops, peak_memory_mb, resolve_system
 from nanogpt.tracking import WandbRun
 
 log = logging.getLogger("nanogpt.train")
@@ -72,8 +73,9 @@ def stream_seed(seed: int, stream: int) -> int:
     return (seed * 1_000_003 + stream * 7_919) % (2**63)
 
 
-def lr_at(it: int, opt: DictConfig, max_iters: int) -> float:
-    """Linear warmup, then cosine decay to min_lr at lr_decay_iters, then min_lr."""
+def lr_at(it: int, opt: DictConfig, max_iters: int, budget_used: float = 0.0) -> float:
+    """Linear warmup, then cosine decay to min_lr at lr_decay_iters, then min_lr. Under a time
+    budget the decay follows whichever is further along: the iterations or the clock."""
     if not opt.decay_lr:
         return opt.learning_rate
     decay_iters = opt.lr_decay_iters if opt.lr_decay_iters is not None else max_iters
@@ -81,7 +83,7 @@ def lr_at(it: int, opt: DictConfig, max_iters: int) -> float:
         return opt.learning_rate * (it + 1) / (opt.warmup_iters + 1)
     if it >= decay_iters:
         return opt.min_lr
-    progress = (it - opt.warmup_iters) / max(1, decay_iters - opt.warmup_iters)
+    progress = min(1.0, max((it - opt.warmup_iters) / max(1, decay_iters - opt.warmup_iters), budget_used))
     return opt.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (opt.learning_rate - opt.min_lr)
 
 
@@ -281,9 +283,7 @@ class Trainer:
         if pretrained_state is not None:
             self.raw_model.load_state_dict(pretrained_state)
         self.raw_model.to(system.device)
-        self.optimizer = self.raw_model.configure_optimizer(
-            cfg.optimizer.learning_rate, cfg.optimizer.weight_decay, (cfg.optimizer.beta1, cfg.optimizer.beta2), system.device_type
-        )
+        self.optimizer = build_optimizer(self.raw_model, cfg.optimizer, system.device_type)
         self.scaler = torch.amp.GradScaler(system.device_type, enabled=system.dtype == "float16")
         # One training-data stream for all ranks: each step draws every rank's micro-batch
         # offsets and each rank takes its own share, so N ranks see exactly the batches that
@@ -315,7 +315,12 @@ class Trainer:
             self.raw_model.load_state_dict(state["model"])
         except RuntimeError:
             raise CheckpointError(f"{self.run_dir}: the checkpoint's weights do not fit its own architecture {self.model_args}") from None
+        configured = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        # The saved groups carry the hyperparameters of the run that saved them; the config's
+        # win, so that a resume can change the ones RESUMABLE_KEYS allows.
+        for group, settings in zip(self.optimizer.param_groups, configured):
+            group.update(settings)
         self.scaler.load_state_dict(state["scaler"])
         self.train_generator.set_state(state["data"]["train_generator"])
         rng = state["rng"]
@@ -329,6 +334,12 @@ class Trainer:
     @property
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
+
+    def budget_used(self) -> float:
+        """The share of time_budget_s spent so far (0 without a budget), alike on every rank."""
+        if self.cfg.time_budget_s is None:
+            return 0.0
+        return max_over_ranks(self.elapsed, self.world, self.system.device) / self.cfg.time_budget_s
 
     def describe(self) -> None:
         cfg, data = self.cfg, self.cfg.dataset
@@ -348,7 +359,7 @@ class Trainer:
         returns the step's mean loss as a device tensor (reading it would sync)."""
         cfg = self.cfg
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_ratio"]
         starts = self.splits["train"].draw_offsets(cfg.gradient_accumulation_steps * cfg.dataset.batch_size, self.train_generator)
         mine = starts.view(self.world.world_size, self.micro_steps, cfg.dataset.batch_size)[self.world.rank]
         loss_sum = torch.zeros((), device=self.system.device)
@@ -423,8 +434,9 @@ class Trainer:
         return losses["val"]
 
     def run(self, stop: StopRequest) -> float:
-        """The training loop: evaluate and checkpoint every eval_interval, stop at max_iters or
-        at the first step boundary after a stop signal. Returns the best val loss."""
+        """The training loop: evaluate and checkpoint every eval_interval, stop at max_iters, when
+        time_budget_s is spent, or at the first step boundary after a stop signal. Returns the
+        best val loss."""
         cfg, main = self.cfg, self.world.is_main
         metrics = MetricsLog(self.run_dir / "metrics.jsonl") if main else None
 
@@ -445,11 +457,16 @@ class Trainer:
         status = "failed"
         try:
             while True:
-                if (self.iter_num % cfg.eval_interval == 0 or self.iter_num >= cfg.max_iters) and self.iter_num != last_eval_iter:
+                budget_used = self.budget_used()
+                done = self.iter_num >= cfg.max_iters or budget_used >= 1.0
+                due = self.iter_num % cfg.eval_interval == 0 and (self.iter_num > 0 or cfg.eval_at_start)
+                if (due or done) and self.iter_num != last_eval_iter:
                     last_eval_iter = self.iter_num
-                    self._evaluate_and_save(record)
+                    self._evaluate_and_save(record, final=done)
                     window_start, window_iters = time.perf_counter(), 0
-                if self.iter_num >= cfg.max_iters:
+                if done:
+                    if budget_used >= 1.0 and self.iter_num < cfg.max_iters:
+                        log.info("time budget of %s spent at iter %d", format_duration(cfg.time_budget_s), self.iter_num)
                     break
                 if stop.requested(self.world, self.system.device):
                     self.health.read(self.iter_num, self.run_dir)  # never checkpoint a diverged model
@@ -460,7 +477,7 @@ class Trainer:
                     )
                     break
 
-                lr = lr_at(self.iter_num, cfg.optimizer, cfg.max_iters)
+                lr = lr_at(self.iter_num, cfg.optimizer, cfg.max_iters, budget_used)
                 loss = self.train_step(lr)
                 window_iters += 1
                 if self.iter_num % cfg.log_interval == 0 or self.iter_num == cfg.max_iters:
@@ -469,25 +486,31 @@ class Trainer:
                     grad = self.health.read(self.iter_num, self.run_dir)
                     seconds = (time.perf_counter() - window_start) / window_iters
                     tokens_per_sec = self.tokens_per_iter / seconds
+                    eta = seconds * (cfg.max_iters - self.iter_num)
+                    if cfg.time_budget_s is not None:
+                        eta = min(eta, max(0.0, cfg.time_budget_s - self.elapsed))
                     mfu = self.flops_per_iter / seconds / (self.peak * self.world.world_size) if self.peak else None
                     log.info(
                         "iter %d/%d | loss %.4f | lr %.2e | grad norm %.2f | %.1f ms/it | %s tok/s%s | eta %s",
                         self.iter_num, cfg.max_iters, train_loss, lr, grad["grad_norm"], seconds * 1000, f"{tokens_per_sec:,.0f}",
-                        f" | mfu {mfu:.1%}" if mfu is not None else "", format_duration(seconds * (cfg.max_iters - self.iter_num)),
+                        f" | mfu {mfu:.1%}" if mfu is not None else "", format_duration(eta),
                     )
                     record("train", loss=train_loss, lr=lr, **grad, ms_per_iter=seconds * 1000, tokens_per_sec=tokens_per_sec, mfu=mfu)
                     window_start, window_iters = time.perf_counter(), 0
             status = "stopped" if stop.signal_name is not None else "finished"
         finally:
-            record("end", status=status, best_val_loss=self.best_val_loss)
+            record("end", status=status, best_val_loss=self.best_val_loss, peak_memory_mb=peak_memory_mb(self.system.device))
             if metrics is not None:
                 metrics.close()
             if self.tracker is not None:
                 self.tracker.finish(exit_code=0 if status != "failed" else 1)
-        log.info("done: best val loss %.4f after %d iterations; run folder: %s", self.best_val_loss, self.iter_num, self.run_dir)
+        log.info(
+            "done: best val loss %.4f after %d iterations (%s, peak memory %.0f MiB); run folder: %s",
+            self.best_val_loss, self.iter_num, format_duration(self.elapsed), peak_memory_mb(self.system.device), self.run_dir,
+        )
         return self.best_val_loss
 
-    def _evaluate_and_save(self, record: Any) -> None:
+    def _evaluate_and_save(self, record: Any, final: bool) -> None:
         cfg = self.cfg
         losses = {"train": math.nan, "val": math.nan}
         if self.world.is_main:
@@ -503,7 +526,7 @@ class Trainer:
                 self.tracker.log_sample(sample_text(self.raw_model, self.meta, cfg.wandb.sample_tokens, self.system), self.iter_num)
         if self.iter_num == 0:
             return
-        which = (["best"] if improved else []) + (["last"] if cfg.always_save_checkpoint or self.iter_num >= cfg.max_iters else [])
+        which = (["best"] if improved else []) + (["last"] if cfg.always_save_checkpoint or final else [])
         if which:
             self.save(*which)
         if self.world.is_main:

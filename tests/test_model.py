@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from nanogpt.generation import generate_ids
+from nanogpt.config import OptimizerConfig
 from nanogpt.model import GPT, GPTConfig
+from nanogpt.optim import build_optimizer
 
 
 def tiny(**overrides) -> GPT:
@@ -64,7 +66,7 @@ def test_parameter_count_matches_gpt2_small():
 
 def test_optimizer_decays_only_matrices():
     model = tiny(bias=True)
-    opt = model.configure_optimizer(1e-3, 0.1, (0.9, 0.95), "cpu")
+    opt = build_optimizer(model, OptimizerConfig(learning_rate=1e-3, weight_decay=0.1, beta2=0.95), "cpu")
     decayed, plain = opt.param_groups
     assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])
@@ -73,7 +75,7 @@ def test_optimizer_decays_only_matrices():
 
 def test_tiny_model_overfits_one_batch():
     model = tiny(n_embd=64)
-    opt = model.configure_optimizer(3e-3, 0.0, (0.9, 0.95), "cpu")
+    opt = build_optimizer(model, OptimizerConfig(learning_rate=3e-3, weight_decay=0.0, beta2=0.95), "cpu")
     idx = torch.randint(0, 65, (4, 16))
     for _ in range(150):
         _, loss = model(idx[:, :-1], idx[:, 1:])
