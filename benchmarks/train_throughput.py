@@ -1,4 +1,5 @@
-"""Training speed of the real training command: ms/iter, tokens/s and MFU (medians), start-up time.
+"""Training speed of the real training command: ms/iter, tokens/s and MFU (medians), start-up time
+(command start to the first training step) and peak memory.
 
     python benchmarks/train_throughput.py                                   # the CPU quickstart model
     python benchmarks/train_throughput.py experiment=shakespeare_char_cpu system.dtype=float32
@@ -27,6 +28,24 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
+def machine() -> str:
+    """The CPU model and core count (and the GPU, where torch sees one)."""
+    name = platform.processor() or platform.machine()
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{name}, {os.cpu_count()} cpus"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", {torch.cuda.get_device_name()}"
+    except ImportError:
+        pass
+    return text
+
+
 def run_once(overrides: list[str], iters: int, workdir: Path) -> dict:
     run_dir = workdir / f"run-{time.monotonic_ns()}"
     args = [
@@ -43,8 +62,9 @@ def run_once(overrides: list[str], iters: int, workdir: Path) -> dict:
         sys.exit(f"training failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     start = next(r for r in records if r["event"] == "start")
+    end = next(r for r in records if r["event"] == "end")
     steps = [r for r in records if r["event"] == "train"]
-    return {"start": start, "steps": steps, "wall_s": wall}
+    return {"start": start, "end": end, "steps": steps, "wall_s": wall}
 
 
 def main() -> None:
@@ -70,13 +90,14 @@ def main() -> None:
         "device": start["device"], "dtype": start["dtype"], "compile": start["compile"], "params": start["params"],
         "ms_per_iter": ms, "tokens_per_sec": tps, "mfu": statistics.median(mfus) if mfus else None,
         "startup_s": statistics.median(r["start"]["startup_s"] for r in runs),
+        "peak_memory_mb": max(r["end"].get("peak_memory_mb") or 0 for r in runs),
         "timed_steps": len(steps), "repeats": args.repeats,
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+        "machine": machine(),
     }
-    print(f"{'config':<48} {'device':<6} {'dtype':<9} {'ms/iter':>8} {'tokens/s':>10} {'MFU':>6} {'start-up':>9}")
+    print(f"{'config':<48} {'device':<6} {'dtype':<9} {'ms/iter':>8} {'tokens/s':>10} {'MFU':>6} {'start-up':>9} {'peak MiB':>9}")
     mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "-"
     print(f"{' '.join(args.overrides) or '(defaults)':<48} {result['device']:<6} {result['dtype']:<9} "
-          f"{ms:>8.1f} {tps:>10,.0f} {mfu:>6} {result['startup_s']:>8.2f}s")
+          f"{ms:>8.1f} {tps:>10,.0f} {mfu:>6} {result['startup_s']:>8.2f}s {result['peak_memory_mb']:>9.0f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     existing = json.loads(args.out.read_text()) if args.out.exists() else []
     args.out.write_text(json.dumps(existing + [result], indent=1) + "\n")

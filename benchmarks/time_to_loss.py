@@ -1,0 +1,85 @@
+"""Wall time from the command's start until the validation loss reaches a target, and the final loss.
+
+    python benchmarks/time_to_loss.py --target 1.70 experiment=shakespeare_char_cpu_fast
+    python benchmarks/time_to_loss.py --target 1.886 experiment=shakespeare_char_cpu system.dtype=float32
+
+Runs `python -m nanogpt.train <overrides>` --repeats times, each in a fresh run folder (the
+dataset prepared beforehand, so preparation is not timed). "reached" is the command's start-up
+plus the training time of the first evaluation at or below the target; "wall" is the whole
+command, from launch to exit. Prints a table and appends JSON to
+benchmarks/results/time_to_loss.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from train_throughput import SHARED_CORPUS, machine  # noqa: E402
+
+
+def run_once(overrides: list[str], workdir: Path, target: float) -> dict:
+    run_dir = workdir / f"run-{time.monotonic_ns()}"
+    args = [sys.executable, "-m", "nanogpt.train", *overrides, f"hydra.run.dir={run_dir}"]
+    if SHARED_CORPUS.is_file() and not any(o.startswith("dataset.source=") for o in overrides):
+        args.append(f"dataset.source={SHARED_CORPUS}")
+    started = time.time()
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
+    wall = time.time() - started
+    if proc.returncode != 0:
+        sys.exit(f"training failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    start = next(r for r in records if r["event"] == "start")
+    evals = [r for r in records if r["event"] == "eval"]
+    end = next(r for r in records if r["event"] == "end")
+    hit = next((r for r in evals if r["val_loss"] <= target), None)
+    return {
+        "wall_s": wall, "startup_s": start["startup_s"], "iters": evals[-1]["iter"], "final_val_loss": evals[-1]["val_loss"],
+        "best_val_loss": end["best_val_loss"], "reached_s": start["startup_s"] + hit["time"] if hit else None,
+        "peak_memory_mb": end.get("peak_memory_mb"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="config overrides, as for python -m nanogpt.train")
+    parser.add_argument("--target", type=float, required=True, help="the validation loss to reach")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "time_to_loss.json")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Prepare the dataset once, untimed: a user's second run never pays for it either.
+        subprocess.run([sys.executable, "-m", "nanogpt.train", *args.overrides, "max_iters=0", f"hydra.run.dir={tmp}/prepare",
+                        *([f"dataset.source={SHARED_CORPUS}"] if SHARED_CORPUS.is_file() else [])],
+                       cwd=ROOT, check=True, capture_output=True)
+        runs = [run_once(args.overrides, Path(tmp), args.target) for _ in range(args.repeats)]
+
+    print(f"{'run':>4} {'iters':>6} {'final val':>10} {'reached ' + str(args.target):>14} {'wall':>8} {'start-up':>9} {'peak MiB':>9}")
+    for i, r in enumerate(runs, 1):
+        reached = f"{r['reached_s']:.1f}s" if r["reached_s"] is not None else "never"
+        print(f"{i:>4} {r['iters']:>6} {r['final_val_loss']:>10.4f} {reached:>14} {r['wall_s']:>7.1f}s {r['startup_s']:>8.2f}s {r['peak_memory_mb'] or 0:>9.0f}")
+    reached = [r["reached_s"] for r in runs if r["reached_s"] is not None]
+    result = {
+        "overrides": args.overrides, "target": args.target, "runs": runs, "machine": machine(),
+        "median_final_val_loss": statistics.median(r["final_val_loss"] for r in runs),
+        "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+        "median_reached_s": statistics.median(reached) if len(reached) == len(runs) else None,
+    }
+    print(f"median: final val loss {result['median_final_val_loss']:.4f}, wall {result['median_wall_s']:.1f}s, "
+          f"target reached in {len(reached)}/{len(runs)} runs" + (f", median {result['median_reached_s']:.1f}s" if result["median_reached_s"] else ""))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(args.out.read_text()) if args.out.exists() else []
+    args.out.write_text(json.dumps(existing + [result], indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
