@@ -23,20 +23,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from train_throughput import SHARED_CORPUS, machine  # noqa: E402
+from train_throughput import SHARED_CORPUS, machine, train  # noqa: E402
 
 
 def run_once(overrides: list[str], workdir: Path, target: float) -> dict:
-    run_dir = workdir / f"run-{time.monotonic_ns()}"
-    args = [sys.executable, "-m", "nanogpt.train", *overrides, f"hydra.run.dir={run_dir}"]
-    if SHARED_CORPUS.is_file() and not any(o.startswith("dataset.source=") for o in overrides):
-        args.append(f"dataset.source={SHARED_CORPUS}")
-    started = time.time()
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
-    wall = time.time() - started
-    if proc.returncode != 0:
-        sys.exit(f"training failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records, wall = train(overrides, workdir / f"run-{time.monotonic_ns()}")
     start = next(r for r in records if r["event"] == "start")
     evals = [r for r in records if r["event"] == "eval"]
     end = next(r for r in records if r["event"] == "end")

@@ -46,13 +46,10 @@ def machine() -> str:
     return text
 
 
-def run_once(overrides: list[str], iters: int, workdir: Path) -> dict:
-    run_dir = workdir / f"run-{time.monotonic_ns()}"
-    args = [
-        sys.executable, "-m", "nanogpt.train", *overrides,
-        f"max_iters={iters}", f"eval_interval={iters + 1}", "log_interval=1", "eval_iters=1",
-        "always_save_checkpoint=false", f"hydra.run.dir={run_dir}",
-    ]
+def train(overrides: list[str], run_dir: Path) -> tuple[list[dict], float]:
+    """Run `python -m nanogpt.train <overrides>` into run_dir (on ../shared's corpus where there
+    is one); its metrics.jsonl records and the command's wall time, launch to exit."""
+    args = [sys.executable, "-m", "nanogpt.train", *overrides, f"hydra.run.dir={run_dir}"]
     if SHARED_CORPUS.is_file() and not any(o.startswith("dataset.source=") for o in overrides):
         args.append(f"dataset.source={SHARED_CORPUS}")
     started = time.time()
@@ -60,7 +57,12 @@ def run_once(overrides: list[str], iters: int, workdir: Path) -> dict:
     wall = time.time() - started
     if proc.returncode != 0:
         sys.exit(f"training failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()], wall
+
+
+def run_once(overrides: list[str], iters: int, workdir: Path) -> dict:
+    timed = [f"max_iters={iters}", f"eval_interval={iters + 1}", "log_interval=1", "eval_iters=1", "always_save_checkpoint=false"]
+    records, wall = train([*overrides, *timed], workdir / f"run-{time.monotonic_ns()}")
     start = next(r for r in records if r["event"] == "start")
     end = next(r for r in records if r["event"] == "end")
     steps = [r for r in records if r["event"] == "train"]
