@@ -16,8 +16,9 @@ import nanogpt
 from nanogpt.checkpoint import CKPT_FORMAT, save_checkpoint
 from nanogpt.config import ConfigError
 from nanogpt.data import CharTokenizer
-from nanogpt.generation import Continuation, Decoder, Generator, generate_ids, pick_next, window_start
+from nanogpt.generation import Continuation, Decoder, Generator, generate_ids, pick_next, store_block_weights_in, window_start
 from nanogpt.model import GPT, GPTConfig, KVCache
+from nanogpt.system import System
 from tests.conftest import ROOT, cli_env, one_line_error, run_cli
 
 CHARS = list("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
@@ -356,3 +357,28 @@ def test_missing_or_corrupt_checkpoint(tmp_path):
     incomplete.mkdir()
     save_checkpoint(incomplete / "ckpt_best.pt", {"format": CKPT_FORMAT, "model": {}})
     assert "ckpt_best.pt: not a usable model checkpoint (KeyError" in one_line_error(sample(incomplete, check=False))
+
+
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_low_precision_weights_give_autocasts_logits_exactly(kv_cache):
+    """Sampling in bfloat16 stores the blocks' weights converted: the same numbers autocast
+    would make at every use, so the same logits and tokens, with half the weight bytes."""
+    model = tiny()
+    converted = tiny()
+    store_block_weights_in(converted, torch.bfloat16)
+    assert converted.transformer.h[0].attn.c_attn.weight.dtype == torch.bfloat16
+    assert converted.lm_head.weight.dtype == converted.transformer.h[0].ln_1.weight.dtype == torch.float32
+    idx = prompt_ids(2, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = generate_ids(model, idx, 40, temperature=0, kv_cache=kv_cache, cache_dtype=torch.bfloat16)
+        got = generate_ids(converted, idx, 40, temperature=0, kv_cache=kv_cache, cache_dtype=torch.bfloat16)
+        torch.testing.assert_close(converted(idx)[0], model(idx)[0], rtol=0, atol=0)
+    assert torch.equal(got, expected)
+
+
+def test_bfloat16_sampling_from_the_command_matches_autocast(run_dir):
+    proc = sample(run_dir, *SAMPLING, "system.dtype=bfloat16")
+    model = tiny(bias=True, block_size=32)  # the fixture's weights, float32 under autocast alone
+    generator = Generator(model, CharTokenizer(CHARS), System(device="cpu", dtype="bfloat16", compile=False))
+    texts = generator.generate("ROMEO:", num_samples=2, max_new_tokens=80, seed=11, top_p=0.9)
+    assert proc.stdout == texts[0] + "\n" + "-" * 40 + "\n" + texts[1] + "\n"
