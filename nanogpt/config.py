@@ -312,16 +312,8 @@ def validate_generation(
 
 
 def validate_sample(cfg: DictConfig | SampleConfig) -> None:
+    """The sample command's own keys; the generation options go through validate_generation."""
     _require(cfg.checkpoint in ("best", "last"), "checkpoint", cfg.checkpoint, "must be best or last")
-    validate_generation(
-        num_samples=cfg.num_samples,
-        max_new_tokens=cfg.max_new_tokens,
-        temperature=cfg.temperature,
-        top_k=cfg.top_k,
-        top_p=cfg.top_p,
-        stop=cfg.stop,
-        window=cfg.window,
-    )
     validate_system(cfg.system)
 
 

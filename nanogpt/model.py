@@ -63,7 +63,8 @@ class LayerNorm(nn.Module):
 
 class RMSNorm(nn.Module):
     """Scales each vector to unit root-mean-square, then by a learned gain. Unlike LayerNorm it
-    neither centres nor shifts, which is cheaper and trains as well (Zhang & Sennrich 2019)."""
+    neither centres nor shifts, and trains as well (Zhang & Sennrich 2019). Fewer operations, but
+    not a fused kernel on CPUs, where it is slower than LayerNorm."""
 
     def __init__(self, ndim: int):
         super().__init__()

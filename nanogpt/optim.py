@@ -19,35 +19,41 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from nanogpt.model import GPT
 
-def build_optimizer(model: nn.Module, opt: Any, device_type: str) -> torch.optim.Optimizer:
-    """The optimizer that cfg.optimizer names, over model's trainable parameters. Weight decay
-    applies to 2-D weights (matmuls and embeddings) only: decaying biases and gains only hurts."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+def build_optimizer(model: GPT, opt: Any, device_type: str) -> torch.optim.Optimizer:
+    """The optimizer that cfg.optimizer names, over model's trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
     betas = (opt.beta1, opt.beta2)
     if opt.name == "adamw":
-        groups = [
-            {"params": [p for _, p in named if p.dim() >= 2], "weight_decay": opt.weight_decay, "lr_ratio": 1.0},
-            {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0, "lr_ratio": 1.0},
-        ]
         # The fused kernel does the whole update in one pass over memory (CUDA and CPU).
         fused = device_type in ("cuda", "cpu")
-        return torch.optim.AdamW(groups, lr=opt.learning_rate, betas=betas, fused=fused)
-    hidden = [p for n, p in named if p.dim() == 2 and ".h." in f".{n}"]
+        return torch.optim.AdamW(adamw_groups(params, opt.weight_decay), lr=opt.learning_rate, betas=betas, fused=fused)
+    hidden = [p for p in model.transformer.h.parameters() if p.requires_grad and p.dim() == 2]
     # Untied embeddings are lookups, not matmuls: each row gets a gradient only when its token
     # occurs, and they learn best at a far higher rate than the head. A tied matrix is the head.
-    head = id(getattr(model, "lm_head").weight)
-    embeddings = [p for n, p in named if n.startswith(("transformer.wte.", "transformer.wpe.")) and id(p) != head]
+    embeddings = [
+        m.weight for m in model.transformer.values()
+        if isinstance(m, nn.Embedding) and m.weight.requires_grad and m.weight is not model.lm_head.weight
+    ]
     taken = {id(p) for p in hidden + embeddings}
-    rest = [p for _, p in named if id(p) not in taken]
+    rest = [p for p in params if id(p) not in taken]
     embedding_lr = opt.embedding_learning_rate or opt.learning_rate
     groups = [
         {"params": hidden, "use_muon": True, "weight_decay": opt.muon_weight_decay, "lr_ratio": opt.muon_learning_rate / opt.learning_rate},
-        {"params": embeddings, "use_muon": False, "weight_decay": opt.weight_decay, "lr_ratio": embedding_lr / opt.learning_rate},
-        {"params": [p for p in rest if p.dim() >= 2], "use_muon": False, "weight_decay": opt.weight_decay, "lr_ratio": 1.0},
-        {"params": [p for p in rest if p.dim() < 2], "use_muon": False, "weight_decay": 0.0, "lr_ratio": 1.0},
+        {"params": embeddings, "weight_decay": opt.weight_decay, "lr_ratio": embedding_lr / opt.learning_rate},
+        *adamw_groups(rest, opt.weight_decay),
     ]
     return Muon([g for g in groups if g["params"]], lr=opt.learning_rate, momentum=opt.muon_momentum, betas=betas)
+
+
+def adamw_groups(params: list[torch.Tensor], weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay for 2-D weights (matmuls and embeddings) only: decaying biases and gains only hurts."""
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay, "lr_ratio": 1.0},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "lr_ratio": 1.0},
+    ]
 
 
 def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:

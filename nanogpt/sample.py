@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nanogpt.cli import run_or_exit
-from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_sample
+from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_generation, validate_sample
 from nanogpt.generation import Generator
 
 SEPARATOR = "-" * 40
@@ -42,22 +42,22 @@ def show(text: str) -> None:
 
 def sample(cfg: DictConfig) -> list[str]:
     """Generate cfg.num_samples continuations of the prompt; print and return them."""
-    validate_sample(cfg)
-    if cfg.run_dir is None:
-        raise ConfigError("run_dir is required: python -m nanogpt.sample run_dir=<a run folder under outputs/>")
-    generator = Generator.from_run(cfg.run_dir, cfg.checkpoint, cfg.system.device, cfg.system.dtype)
-    texts = generator.generate(
-        read_prompt(cfg.prompt),
+    options = dict(
         num_samples=cfg.num_samples,
         max_new_tokens=cfg.max_new_tokens,
         temperature=cfg.temperature,
         top_k=cfg.top_k,
         top_p=cfg.top_p,
-        seed=cfg.seed,
         stop=list(cfg.stop),
-        kv_cache=cfg.kv_cache,
         window=cfg.window,
-        on_text=show if cfg.stream else None,
+    )
+    validate_sample(cfg)
+    validate_generation(**options)  # before loading the checkpoint: a bad option fails at once
+    if cfg.run_dir is None:
+        raise ConfigError("run_dir is required: python -m nanogpt.sample run_dir=<a run folder under outputs/>")
+    generator = Generator.from_run(cfg.run_dir, cfg.checkpoint, cfg.system.device, cfg.system.dtype)
+    texts = generator.generate(
+        read_prompt(cfg.prompt), seed=cfg.seed, kv_cache=cfg.kv_cache, on_text=show if cfg.stream else None, **options
     )
     for i, text in enumerate(texts):
         if i:

@@ -499,14 +499,15 @@ class Trainer:
                     window_start, window_iters = time.perf_counter(), 0
             status = "stopped" if stop.signal_name is not None else "finished"
         finally:
-            record("end", status=status, best_val_loss=self.best_val_loss, peak_memory_mb=peak_memory_mb(self.system.device))
+            peak_mb = peak_memory_mb(self.system.device)
+            record("end", status=status, best_val_loss=self.best_val_loss, peak_memory_mb=peak_mb)
             if metrics is not None:
                 metrics.close()
             if self.tracker is not None:
                 self.tracker.finish(exit_code=0 if status != "failed" else 1)
         log.info(
             "done: best val loss %.4f after %d iterations (%s, peak memory %.0f MiB); run folder: %s",
-            self.best_val_loss, self.iter_num, format_duration(self.elapsed), peak_memory_mb(self.system.device), self.run_dir,
+            self.best_val_loss, self.iter_num, format_duration(self.elapsed), peak_mb, self.run_dir,
         )
         return self.best_val_loss
 
