@@ -19,12 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from nanogpt.errors import CheckpointError
+
 CKPT_FORMAT = 1
 CKPT_NAMES = {"last": "ckpt_last.pt", "best": "ckpt_best.pt"}
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, truncated, corrupt or unsafe; printed as one line."""
 
 
 def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:

@@ -1,6 +1,7 @@
-"""Shared plumbing of the command-line entry points: bad input becomes one line on stderr and a
-non-zero exit instead of a traceback, and a run folder that Hydra created for a command that
-then refused its input is removed again, so a refused command leaves nothing on disk."""
+"""Shared plumbing of the command-line entry points: our own --help, free text taken verbatim,
+bad input as one line on stderr and exit status 2 instead of a traceback, and a run folder that
+Hydra created for a command that then refused its input removed again, so a refused command
+leaves nothing on disk."""
 
 from __future__ import annotations
 
@@ -17,19 +18,16 @@ from typing import Any, TypeVar
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from nanogpt.checkpoint import CheckpointError
-from nanogpt.config import ConfigError
-from nanogpt.data import DataError
+from nanogpt.errors import USER_ERRORS, TrainingError
 
 T = TypeVar("T")
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError)
+# The console command of each primary config (`python -m nanogpt.<module>` does the same).
+COMMANDS = {"config": "nanogpt-train", "sample": "nanogpt-sample", "prepare": "nanogpt-prepare", "export": "nanogpt-export"}
+
 EXIT_USER_ERROR = 2
 EXIT_TRAINING_ERROR = 1
 
-
-class TrainingError(RuntimeError):
-    """Training went wrong (it diverged); the run folder stays as it is. Printed as one line."""
 
 # Taken when the entry module is imported, i.e. before Hydra creates the run folder.
 PROCESS_START = time.time()
@@ -48,6 +46,24 @@ class RunDirGuard(Callback):
         run_dir = Path(config.hydra.run.dir).absolute()
         missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
         _before = (set(os.listdir(run_dir)) if run_dir.is_dir() else set(), missing[-1] if missing else None)
+
+
+def launch(main: Callable[[], Any], config_name: str) -> None:
+    """Run a Hydra command (`main`, decorated with @hydra.main(config_name=config_name)) from
+    sys.argv: --help prints our help; free-text values are quoted for Hydra so that they arrive
+    verbatim; a refusal of Hydra's (unknown key, wrong type, bad syntax) becomes one line."""
+    from nanogpt.config import register_configs
+    from nanogpt.free_text import quote_free_text
+    from nanogpt.usage import command_help, one_line_hydra_errors, wants_help
+
+    argv = sys.argv[1:]
+    if wants_help(argv):
+        print(command_help(config_name))
+        raise SystemExit(0)
+    sys.argv[1:] = quote_free_text(argv, config_name)
+    register_configs()
+    with one_line_hydra_errors(config_name):
+        main()
 
 
 def run_or_exit(task: Callable[[], T], undo: Callable[[], None] | None = None) -> T:

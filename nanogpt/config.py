@@ -17,13 +17,19 @@ from typing import Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-
-# conf/ as an absolute path: Hydra then finds it however the entry module was started.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from nanogpt.errors import ConfigError
 
 
-class ConfigError(ValueError):
-    """A bad value in the config or on the command line; printed as one line, exit code 2."""
+def _conf_dir() -> str:
+    """conf/ as an absolute path, so Hydra finds it however the command was started: inside an
+    installed wheel it is the package data nanogpt/conf/; in a checkout (and an editable
+    install) it is the top-level conf/ beside the package."""
+    package = Path(__file__).resolve().parent
+    installed = package / "conf"
+    return str(installed if installed.is_dir() else package.parent / "conf")
+
+
+CONF_DIR = _conf_dir()
 
 
 @dataclass

@@ -32,14 +32,12 @@ import tiktoken
 import torch
 
 from nanogpt.checkpoint import default_file_mode
+from nanogpt.errors import DataError
+
 log = logging.getLogger(__name__)
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 META_FORMAT = 1
-
-
-class DataError(RuntimeError):
-    """Missing, unreadable or unusable data; printed as one line."""
 
 
 # ----------------------------------------------------------------------------- tokenizers

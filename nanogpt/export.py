@@ -28,8 +28,8 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import save_file
 
-from nanogpt.cli import run_or_exit
-from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_export
+from nanogpt.cli import launch, run_or_exit
+from nanogpt.config import CONF_DIR, ConfigError, validate_export
 from nanogpt.data import GPT2Tokenizer, load_tokenizer
 from nanogpt.model import GPT, LayerNorm, non_gpt2_options
 from nanogpt.pretrained import CONV1D_WEIGHTS
@@ -183,6 +183,10 @@ def main(cfg: DictConfig) -> None:
     run_or_exit(lambda: export(cfg))
 
 
+def cli() -> None:
+    """`nanogpt-export` and `python -m nanogpt.export`."""
+    launch(main, "export")
+
+
 if __name__ == "__main__":
-    register_configs()
-    main()
+    cli()

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from nanogpt.cli import run_or_exit
-from nanogpt.config import CONF_DIR, register_configs
+from nanogpt.cli import launch, run_or_exit
+from nanogpt.config import CONF_DIR
 from nanogpt.data import dataset_dir, prepare
 
 
@@ -31,6 +31,10 @@ def main(cfg: DictConfig) -> None:
     run_or_exit(lambda: prepare_dataset(cfg))
 
 
+def cli() -> None:
+    """`nanogpt-prepare` and `python -m nanogpt.prepare`."""
+    launch(main, "prepare")
+
+
 if __name__ == "__main__":
-    register_configs()
-    main()
+    cli()

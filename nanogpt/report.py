@@ -244,7 +244,7 @@ class SweepReport(Callback):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nanogpt.report", description="Summarise a run or a sweep.")
+    parser = argparse.ArgumentParser(prog="nanogpt-report", description="Summarise a run or a sweep.")
     parser.add_argument("folder", type=Path, help="a run folder or a sweep folder")
     args = parser.parse_args(argv)
     try:
@@ -255,5 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`nanogpt-report` and `python -m nanogpt.report`."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -18,8 +18,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from nanogpt.cli import run_or_exit
-from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_generation, validate_sample
+from nanogpt.cli import launch, run_or_exit
+from nanogpt.config import CONF_DIR, ConfigError, validate_generation, validate_sample
 from nanogpt.generation import Generator
 
 SEPARATOR = "-" * 40
@@ -73,6 +73,10 @@ def main(cfg: DictConfig) -> None:
     run_or_exit(lambda: sample(cfg))
 
 
+def cli() -> None:
+    """`nanogpt-sample` and `python -m nanogpt.sample`."""
+    launch(main, "sample")
+
+
 if __name__ == "__main__":
-    register_configs()
-    main()
+    cli()

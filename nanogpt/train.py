@@ -47,8 +47,9 @@ from nanogpt.checkpoint import (
     keep_snapshot,
     save_checkpoint,
 )
-from nanogpt.cli import PROCESS_START, TrainingError, run_or_exit, run_sweep_job, undo_hydra_outputs
-from nanogpt.config import CONF_DIR, ConfigError, register_configs, validate_train
+from nanogpt.cli import PROCESS_START, launch, run_or_exit, run_sweep_job, undo_hydra_outputs
+from nanogpt.config import CONF_DIR, validate_train
+from nanogpt.errors import ConfigError, TrainingError
 from nanogpt.distributed import Dist, any_rank, gather_to_main, max_over_ranks, mean_over_ranks, split_accumulation
 from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, padded_vocab_size, prepare, same_tokenizer
 from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
@@ -619,10 +620,10 @@ def main(cfg: DictConfig) -> float:
 
 
 def cli() -> None:
+    """`nanogpt-train` and `python -m nanogpt.train`."""
     distributed.agree_on_start_time()
     note_sweep_keys(sys.argv[1:])
-    register_configs()
-    main()
+    launch(main, "config")
 
 
 if __name__ == "__main__":
