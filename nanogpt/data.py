@@ -12,6 +12,7 @@ glob of .txt and .jsonl files) and tokenized with `dataset.tokenizer` (char or g
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import functools
 import glob
@@ -20,8 +21,6 @@ import json
 import logging
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,14 +28,15 @@ from typing import Protocol
 
 import numpy as np
 import tiktoken
+from tiktoken_ext.openai_public import r50k_pat_str
 import torch
 
+from nanogpt.bundled import read_bundled
 from nanogpt.checkpoint import default_file_mode
 from nanogpt.errors import DataError
 
 log = logging.getLogger(__name__)
 
-TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 META_FORMAT = 1
 
 
@@ -78,9 +78,27 @@ class CharTokenizer:
 
 
 # tiktoken's name for GPT-2's BPE: its 50,257 tokens and merges are byte-for-byte those of
-# get_encoding("gpt2"), which tiktoken builds from OpenAI's two original files. This one is a
-# single cached file, so a TIKTOKEN_CACHE_DIR holding it works offline; the ids are the same.
+# get_encoding("gpt2"), which tiktoken builds from OpenAI's two original files. The package ships
+# this encoding's ranks file, so GPT-2's tokenizer never needs a network or a cache.
 GPT2_ENCODING = "r50k_base"
+GPT2_VOCAB_SIZE = 50257
+END_OF_TEXT = "<|endoftext|>"
+
+
+def gpt2_encoding() -> tiktoken.Encoding:
+    """GPT-2's BPE as a tiktoken Encoding, built from the shipped ranks file (each line: a
+    token's bytes in base64, then its rank)."""
+    ranks = {}
+    for line in read_bundled(f"{GPT2_ENCODING}.tiktoken").splitlines():
+        token, rank = line.split()
+        ranks[base64.b64decode(token)] = int(rank)
+    return tiktoken.Encoding(
+        name=GPT2_ENCODING,
+        pat_str=r50k_pat_str,  # how GPT-2 splits text into pieces before BPE: tiktoken's own regex
+        mergeable_ranks=ranks,
+        special_tokens={END_OF_TEXT: GPT2_VOCAB_SIZE - 1},
+        explicit_n_vocab=GPT2_VOCAB_SIZE,
+    )
 
 
 class GPT2Tokenizer:
@@ -88,13 +106,7 @@ class GPT2Tokenizer:
     end-of-text token only ever enters as a document separator, never from what a file says."""
 
     def __init__(self) -> None:
-        try:
-            self.encoding = tiktoken.get_encoding(GPT2_ENCODING)
-        except OSError as exc:  # requests' connection errors are OSErrors
-            raise DataError(
-                f"cannot load tiktoken's GPT-2 encoding {GPT2_ENCODING!r} ({exc.__class__.__name__}); "
-                f"connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder that holds it"
-            ) from None
+        self.encoding = gpt2_encoding()
         self.eot_token = self.encoding.eot_token
 
     @property
@@ -142,7 +154,7 @@ def padded_vocab_size(meta: dict) -> int:
 
 # The built-in datasets and their tokenizers; every other name is a corpus of your own.
 BUILTIN_TOKENIZERS = {"shakespeare_char": "char", "shakespeare": "gpt2", "openwebtext": "gpt2"}
-DOWNLOAD_URLS = {"shakespeare_char": TINY_SHAKESPEARE_URL, "shakespeare": TINY_SHAKESPEARE_URL}
+TINY_SHAKESPEARE_DATASETS = ("shakespeare_char", "shakespeare")
 # The files read from a dataset.source folder: your own text, or a local copy of openwebtext.
 CORPUS_SUFFIXES = (".txt", ".jsonl")
 OPENWEBTEXT_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -230,9 +242,9 @@ def _tokenizer_name(name: str, source: str | None, tokenizer: str | None) -> str
 
 
 def _source_files(name: str, folder: Path, source: str | None) -> list[Path]:
-    """The raw text files: tiny Shakespeare's (dataset.source, the cached copy or a download), or
+    """The raw text files: tiny Shakespeare's (dataset.source, the cached copy or the packaged one), or
     those that dataset.source names. An empty list means openwebtext from the Hugging Face hub."""
-    if name in DOWNLOAD_URLS:
+    if name in TINY_SHAKESPEARE_DATASETS:
         return [_tiny_shakespeare(name, folder, source)]
     if source is None:
         return []
@@ -254,27 +266,17 @@ def _source_files(name: str, folder: Path, source: str | None) -> list[Path]:
 
 
 def _tiny_shakespeare(name: str, folder: Path, source: str | None) -> Path:
-    """Tiny Shakespeare from (in order) dataset.source, the cached folder/input.txt, or a download."""
+    """Tiny Shakespeare from (in order) dataset.source, the cached folder/input.txt, or the copy
+    shipped inside the package (written to folder/input.txt): no download is ever needed."""
     if source is not None:
         path = Path(source).expanduser()
         if not path.is_file():
-            raise DataError(f"dataset.source={source!r}: no such file (pass the path of a text file, or source=null to download)")
+            raise DataError(f"dataset.source={source!r}: no such file (pass the path of a text file, or source=null for the packaged copy)")
         return path
     cached = folder / "input.txt"
-    if cached.is_file():
-        return cached
-    url = DOWNLOAD_URLS[name]
-    log.info("downloading %s", url)
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            payload = response.read()
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DataError(
-            f"dataset {name}: no local copy at {cached} and the download from {url} failed ({reason}); "
-            f"put the text at {cached} or pass dataset.source=/path/to/input.txt"
-        ) from None
-    _atomic_write_bytes(cached, payload)
+    if not cached.is_file():
+        log.info("dataset %s: tiny Shakespeare from the packaged copy", name)
+        _atomic_write_bytes(cached, read_bundled("tinyshakespeare.txt"))
     return cached
 
 

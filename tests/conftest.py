@@ -1,5 +1,6 @@
 """Shared fixtures: the real tiny Shakespeare corpus, prepared once per session, and a helper
-that runs the real command-line entry points in a subprocess."""
+that runs the real command-line entry points in a subprocess. Everything here works offline and
+without ../shared: the corpus and GPT-2's BPE ship inside the package."""
 
 from __future__ import annotations
 
@@ -7,60 +8,49 @@ import hashlib
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from nanogpt.bundled import read_bundled
 from nanogpt.config import register_configs
-from nanogpt.data import TINY_SHAKESPEARE_URL, prepare
+from nanogpt.data import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
-# Offline everywhere: GPT-2's BPE from ../shared's tiktoken cache where there is one (elsewhere
-# tiktoken's own cache, filled by a download), and no Hugging Face hub, so a test that would reach
-# the network fails at once instead of waiting on timeouts.
+# No Hugging Face hub, so a test that would reach the network fails at once instead of waiting on
+# timeouts.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-if (SHARED / "tiktoken_cache").is_dir():
-    OFFLINE_ENV["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")
 for _key, _value in OFFLINE_ENV.items():
     os.environ.setdefault(_key, _value)
-
-
-def _gpt2_bpe_problem() -> str | None:
-    try:
-        from nanogpt.data import gpt2_tokenizer
-
-        gpt2_tokenizer()
-    except Exception as exc:  # no cache and no network: the GPT-2 tests are skipped, not failed
-        return f"GPT-2's BPE is not in ../shared/tiktoken_cache and cannot be downloaded ({type(exc).__name__})"
-    return None
-
-
-GPT2_BPE_PROBLEM = _gpt2_bpe_problem()
-# For modules whose tests tokenize with GPT-2's BPE.
-requires_gpt2_bpe = pytest.mark.skipif(GPT2_BPE_PROBLEM is not None, reason=GPT2_BPE_PROBLEM or "")
 
 register_configs()
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With NANOGPT_FORBID_SKIPS=1 (set by .ci/run, which has every service), a skipped test
+    fails the run: CI must prove everything a user's clone proves, and more."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if os.environ.get("NANOGPT_FORBID_SKIPS") == "1" and skipped and session.exitstatus == 0:
+        reporter.ensure_newline()
+        reporter.write_line(f"NANOGPT_FORBID_SKIPS=1: {len(skipped)} test(s) were skipped; CI allows none", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 def shakespeare_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The exact 1,115,394-character tiny Shakespeare: ../shared's copy (CI), else a download,
-    else the tests that need it are skipped with the reason."""
+    """The exact 1,115,394-character tiny Shakespeare: ../shared's copy where there is one (CI),
+    else the package's own."""
     shared = SHARED / "data" / "tinyshakespeare" / "input.txt"
     if shared.is_file():
         return shared
     target = tmp_path_factory.mktemp("corpus") / "input.txt"
-    try:
-        with urllib.request.urlopen(TINY_SHAKESPEARE_URL, timeout=20) as response:
-            target.write_bytes(response.read())
-    except OSError as exc:
-        pytest.skip(f"tiny Shakespeare is not in ../shared and cannot be downloaded ({exc})")
+    target.write_bytes(read_bundled("tinyshakespeare.txt"))
     return target
 
 

@@ -1,11 +1,13 @@
+import hashlib
 import json
 import os
-import urllib.request
+import socket
 
 import numpy as np
 import pytest
 import torch
 
+from nanogpt import bundled
 from nanogpt.data import CharTokenizer, DataError, TokenFile, dataset_dir, load_tokenizer, prepare, read_meta
 from tests.conftest import TINY_SHAKESPEARE_SHA256
 
@@ -61,15 +63,25 @@ def test_missing_source_file_names_the_key(tmp_path):
         prepare("shakespeare_char", tmp_path, "/no/such/input.txt", 0.1)
 
 
-def test_offline_error_names_both_fixes(tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
+def test_tiny_shakespeare_comes_from_the_package_without_a_network(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("no network")
 
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    with pytest.raises(DataError) as err:
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    meta = prepare("shakespeare_char", tmp_path, None, 0.1)
+    text = (tmp_path / "shakespeare_char" / "input.txt").read_bytes()
+    assert hashlib.sha256(text).hexdigest() == TINY_SHAKESPEARE_SHA256
+    assert meta["source_sha256"] == TINY_SHAKESPEARE_SHA256
+    assert meta["train_tokens"] + meta["val_tokens"] == 1_115_394 and meta["vocab_size"] == 65
+
+
+def test_a_damaged_packaged_copy_is_refused(tmp_path, monkeypatch):
+    real = bundled.gzip.decompress
+    monkeypatch.setattr(bundled.gzip, "decompress", lambda payload: real(payload)[:-1] + b"?")
+    with pytest.raises(DataError, match=r"packaged copy of tinyshakespeare.txt is damaged \(its sha256 differs\); reinstall nanogpt"):
         prepare("shakespeare_char", tmp_path, None, 0.1)
-    message = str(err.value)
-    assert "input.txt" in message and "dataset.source=" in message and "no network" in message
+    assert not (tmp_path / "shakespeare_char" / "input.txt").exists()
 
 
 def test_non_utf8_source_is_refused(tmp_path):

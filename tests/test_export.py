@@ -11,9 +11,6 @@ from nanogpt.config import ConfigError
 from nanogpt.export import export
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.pretrained import load_pretrained
-from tests.conftest import requires_gpt2_bpe
-
-pytestmark = requires_gpt2_bpe  # these tests tokenize with GPT-2's BPE
 
 CHAR_META = {"tokenizer": "char", "vocab_size": 65, "itos": [chr(32 + i) for i in range(65)], "dataset": "chars"}
 GPT2_META = {"tokenizer": "gpt2", "vocab_size": 50257, "dataset": "shakespeare"}

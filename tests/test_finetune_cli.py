@@ -12,9 +12,7 @@ import torch
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
 from nanogpt.generation import load_model
-from tests.conftest import TINY, one_line_error, requires_gpt2_bpe, run_cli
-
-pytestmark = requires_gpt2_bpe  # these tests tokenize with GPT-2's BPE
+from tests.conftest import TINY, one_line_error, run_cli
 
 # The CPU fine-tuning preset, shrunk to seconds: a tiny random GPT-2 learns quickly at this rate.
 FAST = (

@@ -11,9 +11,7 @@ from nanogpt.checkpoint import CheckpointError
 from nanogpt.config import ConfigError
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.pretrained import load_pretrained
-from tests.conftest import ROOT, TINY, make_gpt2_folder, one_line_error, requires_gpt2_bpe, run_cli
-
-pytestmark = requires_gpt2_bpe  # these tests tokenize with GPT-2's BPE
+from tests.conftest import ROOT, TINY, make_gpt2_folder, one_line_error, run_cli
 
 GPT2_META = {"tokenizer": "gpt2", "vocab_size": 50257, "dataset": "shakespeare"}
 

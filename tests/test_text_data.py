@@ -9,9 +9,7 @@ import pytest
 
 from nanogpt.data import DataError, dataset_dir, load_tokenizer, prepare, read_meta
 from nanogpt.openwebtext import SPLIT_SEED, load_corpus, write_splits
-from tests.conftest import TINY_SHAKESPEARE_SHA256, requires_gpt2_bpe
-
-pytestmark = requires_gpt2_bpe  # these tests tokenize with GPT-2's BPE
+from tests.conftest import TINY_SHAKESPEARE_SHA256
 
 EOT = 50256
 

@@ -1,12 +1,12 @@
-"""GPT-2's BPE through tiktoken, offline from ../shared's cache (TIKTOKEN_CACHE_DIR, set in conftest)."""
+"""GPT-2's BPE through tiktoken, from the ranks file shipped in the package (no network, no cache)."""
+
+import socket
 
 import pytest
-import tiktoken
+import tiktoken_ext.openai_public
 
+from nanogpt.bundled import BUNDLED
 from nanogpt.data import CharTokenizer, DataError, GPT2Tokenizer, load_tokenizer, padded_vocab_size, same_tokenizer
-from tests.conftest import requires_gpt2_bpe
-
-pytestmark = requires_gpt2_bpe  # these tests tokenize with GPT-2's BPE
 
 
 def test_gpt2_ids_are_gpt2s():
@@ -27,14 +27,28 @@ def test_end_of_text_written_in_a_text_stays_text():
     assert tokenizer.eot_token not in ids and tokenizer.decode(ids) == "a<|endoftext|>b"
 
 
-def test_missing_encoding_is_one_line_with_the_fix(monkeypatch):
-    def offline(name):
-        raise ConnectionError("no network")  # what requests raises, an OSError
+def test_the_shipped_ranks_are_the_file_tiktoken_downloads(monkeypatch):
+    # tiktoken checks its download of r50k_base against a sha256; ours is checked against the same.
+    declared = {}
 
-    monkeypatch.setattr(tiktoken, "get_encoding", offline)
-    with pytest.raises(DataError, match="TIKTOKEN_CACHE_DIR") as err:
-        GPT2Tokenizer()
-    assert "\n" not in str(err.value)
+    def capture(url, expected_hash=None):
+        declared.update(url=url, sha256=expected_hash)
+        return {}
+
+    monkeypatch.setattr(tiktoken_ext.openai_public, "load_tiktoken_bpe", capture)
+    tiktoken_ext.openai_public.r50k_base()
+    assert declared["url"].endswith("/r50k_base.tiktoken")
+    assert declared["sha256"] == BUNDLED["r50k_base.tiktoken"]
+
+
+def test_gpt2_bpe_needs_no_network(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    ids = GPT2Tokenizer().encode("First Citizen:\nBefore we proceed any further, hear me speak.")
+    assert ids[:5] == [5962, 22307, 25, 198, 8421]
 
 
 def test_meta_picks_the_tokenizer():
