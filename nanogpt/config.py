@@ -108,6 +108,7 @@ class WandbConfig:
     project: str = "nanogpt"
     entity: Optional[str] = None
     name: Optional[str] = None  # null: the run folder's name
+    notes: Optional[str] = None  # a description of the run, shown with it in wandb
     tags: list[str] = field(default_factory=list)
     # online | offline | disabled; null: WANDB_MODE, else online when logged in, else offline
     mode: Optional[str] = None
@@ -171,6 +172,19 @@ class ExportConfig:
     overwrite: bool = False
 
 
+# The schema of each primary config (conf/<name>.yaml) and config group, by its ConfigStore name.
+SCHEMAS: dict[str, type] = {
+    "train_schema": TrainConfig,
+    "sample_schema": SampleConfig,
+    "prepare_schema": PrepareConfig,
+    "export_schema": ExportConfig,
+    "model_schema": ModelConfig,
+    "dataset_schema": DatasetConfig,
+    "optimizer_schema": OptimizerConfig,
+    "system_schema": SystemConfig,
+}
+
+
 def register_configs() -> None:
     """Make the schemas known to Hydra; each YAML file names its schema in its defaults list."""
     from nanogpt.resume import hydra_output_subdir, job_dirname, log_file, resolve_run_dir, start_time  # here: resume imports this module
@@ -180,15 +194,12 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("nanogpt.output_subdir", hydra_output_subdir, replace=True)
     OmegaConf.register_new_resolver("nanogpt.log_file", log_file, replace=True)
     OmegaConf.register_new_resolver("nanogpt.now", start_time, use_cache=True, replace=True)
+    # Every schema is a root config, not an option of its group (a group file names its schema
+    # as /model_schema): Hydra lists a group's stored configs among its options, so a schema
+    # stored in the group would be offered by tab completion and error messages as `model=model_schema`.
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="sample_schema", node=SampleConfig)
-    cs.store(name="prepare_schema", node=PrepareConfig)
-    cs.store(name="export_schema", node=ExportConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
-    cs.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
-    cs.store(group="system", name="system_schema", node=SystemConfig)
+    for name, node in SCHEMAS.items():
+        cs.store(name=name, node=node)
 
 
 def _require(ok: bool, key: str, value: Any, rule: str) -> None:

@@ -11,12 +11,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nanogpt.cli import PROCESS_START
 from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, all_checkpoints, load_checkpoint
 from nanogpt.config import ConfigError
 from nanogpt.distributed import env_rank
+from nanogpt.free_text import as_text
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def resumed_config(saved: DictConfig, requested: DictConfig, overridden: list[st
         if _plain(new) == _plain(old):
             continue
         if key in allowed or key == "logger" or any(key.startswith(prefix + ".") for prefix in ("system", "wandb")):
-            OmegaConf.update(cfg, key, new, force_add=True)
+            OmegaConf.update(cfg, key, as_text(_plain(new)), force_add=True)  # text stays text
             continue
         raise _conflict(key, old, new)
     cfg.dataset.block_size = saved.dataset.block_size  # a new dataset group brings its own
@@ -190,7 +191,7 @@ def resumed_config(saved: DictConfig, requested: DictConfig, overridden: list[st
 
 
 def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
 
 
 def _conflict(key: str, old: Any, new: Any) -> ConfigError:

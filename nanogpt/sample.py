@@ -1,13 +1,17 @@
 """Print text sampled from a trained run.
 
-    python -m nanogpt.sample run_dir=outputs/2026-11-25/17-03-11
-    python -m nanogpt.sample run_dir=... prompt="ROMEO:" num_samples=2 max_new_tokens=300 temperature=0.7
-    python -m nanogpt.sample run_dir=... prompt=FILE:prompt.txt checkpoint=last top_p=0.9 stop='[THE END]'
-    python -m nanogpt.sample run_dir=... stream=true max_new_tokens=2000 window=halve
+    nanogpt-sample run_dir=outputs/2026-11-25/17-03-11
+    nanogpt-sample run_dir=... prompt="O Romeo, Romeo! wherefore art thou Romeo?" num_samples=2 temperature=0.7
+    nanogpt-sample run_dir=... prompt=FILE:prompt.txt checkpoint=last top_p=0.9 stop='[THE END]' stop=$'\\n\\n'
+    echo "ROMEO:" | nanogpt-sample run_dir=... prompt=-
+    nanogpt-sample run_dir=... stream=true max_new_tokens=2000 window=halve
 
-With stream=true the first sample is printed as its tokens come and the others when the batch is
-done; the output is the same as without streaming. Writes nothing to disk. The work is done by
-nanogpt.generation, which notebooks can use directly (nanogpt.Generator, nanogpt.generate).
+The prompt and each stop string are the exact text after `prompt=` / `stop=` (commas, quotes,
+brackets, `${...}`, `true`, numbers and spaces included: nanogpt.free_text); several stop strings
+are given by repeating `stop=`. prompt=- reads the prompt from standard input, prompt=FILE:path
+from a file. With stream=true the first sample is printed as its tokens come and the others when
+the batch is done; the output is the same as without streaming. Writes nothing to disk. The work
+is done by nanogpt.generation, which notebooks can use directly (nanogpt.Generator, nanogpt.generate).
 """
 
 from __future__ import annotations
@@ -26,6 +30,13 @@ SEPARATOR = "-" * 40
 
 
 def read_prompt(prompt: str) -> str:
+    """The text to continue: `-` is standard input, `FILE:path` a file's text (both read as UTF-8
+    and used as they are, a final newline included), anything else the prompt itself."""
+    if prompt == "-":
+        try:
+            return sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"prompt=-: cannot read standard input as UTF-8 text ({exc.__class__.__name__})") from None
     if prompt.startswith("FILE:"):
         path = Path(prompt[len("FILE:") :]).expanduser()
         try:

@@ -31,6 +31,7 @@ class WandbRun:
             project=cfg.project,
             entity=cfg.entity,
             name=cfg.name or run_dir.name,
+            notes=cfg.notes,
             tags=list(cfg.tags),
             group=group,
             config=config,

@@ -50,6 +50,7 @@ from nanogpt.checkpoint import (
 from nanogpt.cli import PROCESS_START, launch, run_or_exit, run_sweep_job, undo_hydra_outputs
 from nanogpt.config import CONF_DIR, validate_train
 from nanogpt.errors import ConfigError, TrainingError
+from nanogpt.free_text import as_text, quote_free_text
 from nanogpt.distributed import Dist, any_rank, gather_to_main, max_over_ranks, mean_over_ranks, split_accumulation
 from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, padded_vocab_size, prepare, same_tokenizer
 from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
@@ -590,7 +591,8 @@ def _load_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[
     if cfg.run_dir is None and not any(run_dir.glob("ckpt_*.pt")):
         raise ConfigError("init_from=resume needs run_dir=<a run folder>: no run with a checkpoint was found under outputs/")
     state, path = load_newest_valid(run_dir)
-    saved = OmegaConf.create(json.loads(state["config"]))
+    # The checkpoint holds the resolved config: a text such as wandb.name="${x}" stays text.
+    saved = OmegaConf.create(as_text(json.loads(state["config"])))
     resumed = resumed_config(saved, cfg, override_keys(overrides))
     log.info("resuming %s from %s (iter %d)", run_dir, path.name, state["iter_num"])
     return state, resumed
@@ -622,7 +624,7 @@ def main(cfg: DictConfig) -> float:
 def cli() -> None:
     """`nanogpt-train` and `python -m nanogpt.train`."""
     distributed.agree_on_start_time()
-    note_sweep_keys(sys.argv[1:])
+    note_sweep_keys(quote_free_text(sys.argv[1:], "config"))  # free text is never a sweep
     launch(main, "config")
 
 

@@ -322,7 +322,7 @@ def test_stop_strings_on_the_command_line(run_dir):
     full = sample(run_dir, "num_samples=1", "max_new_tokens=60", "prompt=ROMEO:", "temperature=1.0").stdout
     generated = full[len("ROMEO:") : -1]
     stop = re.search(r"[a-z]{2}", generated).group()
-    cut = sample(run_dir, "num_samples=1", "max_new_tokens=60", "prompt=ROMEO:", "temperature=1.0", f"stop=[{stop},QQQ]", "stream=true")
+    cut = sample(run_dir, "num_samples=1", "max_new_tokens=60", "prompt=ROMEO:", "temperature=1.0", f"stop={stop}", "stop=QQQ", "stream=true")
     assert cut.stdout == "ROMEO:" + generated[: generated.find(stop)] + "\n"
 
 

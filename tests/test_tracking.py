@@ -27,7 +27,7 @@ def wandb_files(run_dir: Path) -> list[Path]:
 
 def test_wandb_offline_logs_config_metrics_samples_and_resume_continues_the_run(data_dir, tmp_path):
     run_dir = tmp_path / "run"
-    common = (f"dataset.data_dir={data_dir}", "wandb.sample_tokens=20", "wandb.tags=[a,b]")
+    common = (f"dataset.data_dir={data_dir}", "wandb.sample_tokens=20", "wandb.tags=a", "wandb.tags=b")
     run_cli("nanogpt.train", *RUN, "logger=wandb", "max_iters=8", *common, f"hydra.run.dir={run_dir}")
     [first] = wandb_files(run_dir)
     info = run_info(first)

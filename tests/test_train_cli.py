@@ -115,7 +115,7 @@ def test_corpus_shorter_than_a_block(tmp_path):
         (("max_new_tokens=0",), "error: max_new_tokens=0 is invalid: must be >= 1"),
         (("temperature=-1",), "error: temperature=-1.0 is invalid"),
         (("top_k=0",), "error: top_k=0 is invalid"),
-        (("prompt=''",), "error: prompt is empty"),
+        (("prompt=",), "error: prompt is empty"),
         (("prompt='ÆÐ'",), "error: prompt cannot be encoded"),
     ],
 )
