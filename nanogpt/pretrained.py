@@ -20,6 +20,7 @@ import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from omegaconf import DictConfig
@@ -38,6 +39,10 @@ HUB_REPOS = {
     "gpt2-large": "openai-community/gpt2-large",  # 774M
     "gpt2-xl": "openai-community/gpt2-xl",  # 1558M
 }
+# The files of a hub repo that init_from reads; both land in one snapshot folder of the cache.
+HUB_FILES = ("config.json", "model.safetensors")
+# Seconds to wait for the hub's first answer before saying it cannot be reached.
+HUB_PROBE_TIMEOUT_S = 3
 # The matrices GPT-2 stores transposed (Conv1D layout).
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # config.json's activation_function -> nn.GELU's `approximate`.
@@ -85,21 +90,48 @@ def _folder(init_from: str) -> Path:
         if not folder.is_dir():
             raise ConfigError(f"init_from={init_from}: no such folder (give a folder that GPT2LMHeadModel.save_pretrained wrote)")
         return folder
-    import huggingface_hub  # here: only hub names need it, and it takes a moment to import
-    from huggingface_hub.errors import EntryNotFoundError
+    return _hub_folder(init_from)
 
+
+def _hub_folder(init_from: str) -> Path:
+    """The snapshot folder in the Hugging Face cache that holds OpenAI's weights for init_from:
+    read from the cache when both files are there, else downloaded. Without a network this fails
+    within seconds, instead of after huggingface_hub's retries (about 25 s)."""
+    import huggingface_hub  # here: only hub names need it, and it takes a moment to import
+    from huggingface_hub import constants
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    # huggingface_hub gives its logger a stderr handler of its own and also passes each record
+    # on to the root logger, which prints it again: keep only ours (console and train.log).
+    logging.getLogger("huggingface_hub").handlers.clear()
     repo = HUB_REPOS[init_from]
+    not_cached = f"init_from={init_from}: OpenAI's GPT-2 weights ({repo}) are not in the Hugging Face cache"
+    local_copy = "download the folder and pass init_from=hf:<folder>"
+    if not constants.HF_HUB_OFFLINE:
+        cached = [huggingface_hub.try_to_load_from_cache(repo, filename) for filename in HUB_FILES]
+        if all(isinstance(path, str) for path in cached):
+            return Path(cached[0]).parent
+        try:
+            # One request without retries: does the hub answer at all?
+            huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo, HUB_FILES[0]), timeout=HUB_PROBE_TIMEOUT_S)
+        except HfHubHTTPError:
+            pass  # it answers; the download below reports what it said
+        except Exception as exc:  # noqa: BLE001 - the HTTP client's own errors (requests or httpx, by huggingface_hub version)
+            host = urlparse(constants.ENDPOINT).netloc
+            raise CheckpointError(f"{not_cached} and {host} cannot be reached ({_first_line(exc)}); connect once, or {local_copy}") from None
     try:
-        # Both files land in the same snapshot folder of the hub's cache.
-        for filename in ("config.json", "model.safetensors"):
+        for filename in HUB_FILES:
             path = Path(huggingface_hub.hf_hub_download(repo, filename))
-    except (EntryNotFoundError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise CheckpointError(
-            f"init_from={init_from}: cannot download {repo} from the Hugging Face hub ({reason}); "
-            f"connect to the internet once, or pass a local copy with init_from=hf:<folder>"
-        ) from None
+    except (EntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        if constants.HF_HUB_OFFLINE:
+            raise CheckpointError(f"{not_cached}, and HF_HUB_OFFLINE=1 forbids downloading them; unset it and connect once, or {local_copy}") from None
+        raise CheckpointError(f"{not_cached} and downloading them failed ({_first_line(exc)}); connect once, or {local_copy}") from None
     return path.parent
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def read_config(folder: Path, init_from: str) -> tuple[dict[str, Any], int]:

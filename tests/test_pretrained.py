@@ -173,7 +173,7 @@ def test_context_longer_than_the_weights_and_wrong_tokenizer(gpt2_folder):
     "overrides, message",
     [
         (("init_from=gpt3",), "error: init_from='gpt3' is invalid: must be scratch, resume, gpt2, gpt2-medium, gpt2-large, gpt2-xl or hf:"),
-        (("init_from=gpt2",), "error: init_from=gpt2: cannot download openai-community/gpt2 from the Hugging Face hub"),
+        (("init_from=gpt2",), "error: init_from=gpt2: OpenAI's GPT-2 weights (openai-community/gpt2) are not in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids"),
         (("init_from=hf:{folder}", "model.n_layer=3"), "error: model.n_layer=3 conflicts with init_from=hf:"),
     ],
 )
