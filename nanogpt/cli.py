@@ -5,6 +5,7 @@ leaves nothing on disk."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -64,6 +65,35 @@ def launch(main: Callable[[], Any], config_name: str) -> None:
     register_configs()
     with one_line_hydra_errors(config_name):
         main()
+
+
+def _console_command(config_name: str, module: str) -> Callable[[], None]:
+    """The console command of a Hydra command: --help and tab completion (-sc) are answered from
+    the configs alone, without importing the command's module (and so torch, ~2 s per Tab);
+    everything else runs the module's cli()."""
+
+    def command() -> None:
+        argv = sys.argv[1:]
+        if any(arg in ("-h", "--help", "-sc", "--shell-completion") for arg in argv):
+            import hydra
+
+            from nanogpt.config import CONF_DIR
+
+            launch(hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(_no_task), config_name)
+        else:
+            importlib.import_module(module).cli()
+
+    return command
+
+
+def _no_task(cfg: DictConfig) -> None:
+    """The task of a command line that only asks for help or completions: never run."""
+
+
+train = _console_command("config", "nanogpt.train")
+sample = _console_command("sample", "nanogpt.sample")
+prepare = _console_command("prepare", "nanogpt.prepare")
+export = _console_command("export", "nanogpt.export")
 
 
 def run_or_exit(task: Callable[[], T], undo: Callable[[], None] | None = None) -> T:

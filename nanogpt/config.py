@@ -9,7 +9,7 @@ live in `validate`, which raises a one-line `ConfigError`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
@@ -185,15 +185,25 @@ SCHEMAS: dict[str, type] = {
 }
 
 
+def _resolver(name: str) -> Callable[..., Any]:
+    """nanogpt.resume's function `name`, imported when a config first resolves it: resume imports
+    torch (and this module), which --help and tab completion never need."""
+
+    def resolve(*args: Any) -> Any:
+        from nanogpt import resume
+
+        return getattr(resume, name)(*args)
+
+    return resolve
+
+
 def register_configs() -> None:
     """Make the schemas known to Hydra; each YAML file names its schema in its defaults list."""
-    from nanogpt.resume import hydra_output_subdir, job_dirname, log_file, resolve_run_dir, start_time  # here: resume imports this module
-
-    OmegaConf.register_new_resolver("nanogpt.job_dirname", job_dirname, replace=True)
-    OmegaConf.register_new_resolver("nanogpt.run_dir", resolve_run_dir, replace=True)
-    OmegaConf.register_new_resolver("nanogpt.output_subdir", hydra_output_subdir, replace=True)
-    OmegaConf.register_new_resolver("nanogpt.log_file", log_file, replace=True)
-    OmegaConf.register_new_resolver("nanogpt.now", start_time, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("nanogpt.job_dirname", _resolver("job_dirname"), replace=True)
+    OmegaConf.register_new_resolver("nanogpt.run_dir", _resolver("resolve_run_dir"), replace=True)
+    OmegaConf.register_new_resolver("nanogpt.output_subdir", _resolver("hydra_output_subdir"), replace=True)
+    OmegaConf.register_new_resolver("nanogpt.log_file", _resolver("log_file"), replace=True)
+    OmegaConf.register_new_resolver("nanogpt.now", _resolver("start_time"), use_cache=True, replace=True)
     # Every schema is a root config, not an option of its group (a group file names its schema
     # as /model_schema): Hydra lists a group's stored configs among its options, so a schema
     # stored in the group would be offered by tab completion and error messages as `model=model_schema`.

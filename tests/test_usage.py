@@ -97,6 +97,22 @@ def test_help_needs_no_torch():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), check=True, timeout=60)
 
 
+@pytest.mark.parametrize("args", [["--help"], ["-sc", "query=bash"]])
+def test_console_help_and_completion_never_import_torch(args):
+    # Each Tab press runs the command with -sc: importing torch would cost ~2 s per press.
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torch imported' if 'torch' in sys.modules else 'no torch', file=sys.stderr))\n"
+        f"sys.argv = ['nanogpt-train', *{args!r}]\n"
+        "from nanogpt.cli import train\n"
+        "train()\n"
+    )
+    env = cli_env({"COMP_LINE": "nanogpt-train model=", "COMP_POINT": "20"})
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr.strip().splitlines()[-1] == "no torch", proc.stderr
+    assert "model=small" in proc.stdout
+
+
 def options_line(group: str) -> str:
     return f"{group}=nope: no such {group}; the options are {', '.join(options(group))}"
 
