@@ -12,7 +12,7 @@ import time
 import pytest
 
 from nanogpt.metrics import read_metrics
-from tests.conftest import ROOT, TINY, cli_env, run_cli, state_digest
+from tests.conftest import ROOT, TINY, cli_env, one_line_error, run_cli, state_digest
 
 
 def _cluster_up() -> bool:
@@ -89,6 +89,7 @@ def test_unknown_partition_gets_one_line(tmp_path):
     assert proc.stderr.strip() == "error: hydra.launcher.partition='nope' does not exist on this cluster (partitions: debug)"
 
 
-def test_unknown_launcher_option_is_hydras_error(tmp_path):
+def test_unknown_launcher_option_is_one_line_with_the_closest_key(tmp_path):
     proc = run_cli("nanogpt.train", "-m", *LAUNCHER, "hydra.launcher.gpus_per_nod=1", f"hydra.sweep.dir={tmp_path / 's'}", check=False)
-    assert proc.returncode != 0 and "Key 'gpus_per_nod' not in 'SlurmQueueConf'" in proc.stderr
+    assert one_line_error(proc) == "error: hydra.launcher.gpus_per_nod is not a config key; did you mean hydra.launcher.gpus_per_node?"
+    assert not (tmp_path / "s").exists()
