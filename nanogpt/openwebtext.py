@@ -19,7 +19,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
-from nanogpt.data import OPENWEBTEXT_SUFFIXES, DataError, atomic_file, gpt2_tokenizer
+from nanogpt.data.files import atomic_file
+from nanogpt.data.sources import OPENWEBTEXT_SUFFIXES
+from nanogpt.data.tokenizers import gpt2_tokenizer
+from nanogpt.errors import DataError
 
 if TYPE_CHECKING:
     import datasets

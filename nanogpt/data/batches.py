@@ -1,0 +1,48 @@
+"""Training batches: random (input, target) windows drawn from the memory-mapped token file of
+a prepared split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nanogpt.errors import DataError
+
+
+class TokenFile:
+    """The tokens of one split, memory-mapped, with random (input, target) windows drawn from it."""
+
+    def __init__(self, path: Path, block_size: int, device: str):
+        self.path = path
+        self.tokens = np.memmap(path, dtype=np.uint16, mode="r")
+        self.block_size = block_size
+        self.device = torch.device(device)
+        if len(self.tokens) < block_size + 1:
+            raise DataError(
+                f"{path} holds {len(self.tokens)} tokens, fewer than dataset.block_size+1={block_size + 1}; "
+                f"use a smaller dataset.block_size or a larger corpus"
+            )
+        self._window = np.arange(block_size + 1)
+
+    def draw_offsets(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """`count` random window starts from `generator` (a CPU generator, so the stream of
+        batches depends only on its seed and state, never on the device)."""
+        return torch.randint(len(self.tokens) - self.block_size, (count,), generator=generator)
+
+    def batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.windows(self.draw_offsets(batch_size, generator))
+
+    def windows(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) for windows at `starts`; targets are the inputs shifted by one."""
+        windows = torch.from_numpy(self.tokens[starts.numpy()[:, None] + self._window].astype(np.int64))
+        if self.device.type == "cuda":
+            windows = windows.pin_memory().to(self.device, non_blocking=True)
+        elif self.device.type != "cpu":
+            windows = windows.to(self.device)
+        return windows[:, :-1], windows[:, 1:]
+
+
+def open_splits(folder: Path, block_size: int, device: str) -> dict[str, TokenFile]:
+    return {split: TokenFile(folder / f"{split}.bin", block_size, device) for split in ("train", "val")}
