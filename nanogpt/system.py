@@ -61,6 +61,15 @@ def cpu_has_fast_bf16() -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
+def cuda_has_fast_bf16(device: str) -> bool:
+    """True where the GPU has bfloat16 tensor cores (compute capability 8.0, Ampere, and newer).
+    torch.cuda.is_bf16_supported() also says yes where bfloat16 is only emulated, slower than
+    float16 (a V100 or T4 under recent torch); on ROCm it is the answer we need."""
+    if torch.version.hip:
+        return torch.cuda.is_bf16_supported()
+    return torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)
+
+
 def resolve_system(device: str, dtype: str, compile: str) -> System:
     """Resolve "auto" values and refuse combinations the hardware cannot run (ConfigError)."""
     if device == "auto":
@@ -84,12 +93,12 @@ def resolve_system(device: str, dtype: str, compile: str) -> System:
 
     if dtype == "auto":
         if kind == "cuda":
-            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+            dtype = "bfloat16" if cuda_has_fast_bf16(device) else "float16"
         elif kind == "cpu" and cpu_has_fast_bf16():
             dtype = "bfloat16"
         else:
             dtype = "float32"
-    if dtype == "bfloat16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+    if dtype == "bfloat16" and kind == "cuda" and not cuda_has_fast_bf16(device):
         raise ConfigError(
             f"system.dtype='bfloat16' is invalid: {device_name(device)} cannot run bfloat16 (use float16 or auto)"
         )
@@ -110,14 +119,19 @@ def device_name(device: str) -> str:
 
 
 # Dense peak TFLOP/s (bf16/fp16 tensor cores, without sparsity; float32 means TF32) from the
-# vendors' data sheets, looked up by a substring of torch.cuda.get_device_name().
+# vendors' data sheets, looked up by the longest of these names found in
+# torch.cuda.get_device_name() (so "NVIDIA H100 NVL" is an H100 NVL, not an SXM H100, and an
+# "L40" is not an "L4").
 _GPU_PEAK_TFLOPS = {
     "H200": (989.0, 494.0),
-    "H100 PCIe": (756.0, 378.0),
+    "H200 NVL": (835.0, 418.0),
     "H100": (989.0, 494.0),
+    "H100 PCIe": (756.0, 378.0),
+    "H100 NVL": (835.0, 418.0),
     "A100": (312.0, 156.0),
     "A10G": (125.0, 62.5),
     "L40S": (362.0, 183.0),
+    "L40": (181.0, 90.5),
     "L4": (121.0, 60.0),
     "RTX 4090": (165.0, 82.6),
     "RTX 3090": (71.0, 35.6),
@@ -131,10 +145,11 @@ def peak_flops(system: System) -> float | None:
     half = system.dtype in ("bfloat16", "float16")
     if system.device_type == "cuda":
         name = torch.cuda.get_device_name(torch.device(system.device))
-        for key, (half_tflops, fp32_tflops) in _GPU_PEAK_TFLOPS.items():
-            if key in name:
-                return (half_tflops if half else fp32_tflops) * 1e12
-        return None
+        known = max((key for key in _GPU_PEAK_TFLOPS if key in name), key=len, default=None)
+        if known is None:
+            return None
+        half_tflops, fp32_tflops = _GPU_PEAK_TFLOPS[known]
+        return (half_tflops if half else fp32_tflops) * 1e12
     if system.device_type == "cpu":
         return _cpu_peak_flops(bf16=half)
     return None

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from nanogpt.config import ConfigError
-from nanogpt.system import cpu_has_fast_bf16, peak_flops, resolve_system
+from nanogpt.system import System, cpu_has_fast_bf16, peak_flops, resolve_system
 
 
 def test_auto_on_this_machine():
@@ -41,3 +41,37 @@ def test_autocast_is_a_no_op_in_float32():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
     with resolve_system("cpu", "bfloat16", "false").autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    "name, tflops",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 NVL", 835.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA L40", 181.0),
+        ("NVIDIA L40S", 362.0),
+        ("NVIDIA L4", 121.0),
+        ("NVIDIA GeForce GTX 1080", None),
+    ],
+)
+def test_gpu_peak_is_the_most_specific_name(monkeypatch, name, tflops):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    peak = peak_flops(System(device="cuda", dtype="bfloat16", compile=False))
+    assert peak == (tflops * 1e12 if tflops else None)
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 0), "float16"), ((7, 5), "float16"), ((8, 0), "bfloat16"), ((9, 0), "bfloat16")])
+def test_auto_dtype_on_a_gpu_is_bfloat16_only_with_bfloat16_tensor_cores(monkeypatch, capability, dtype):
+    # torch.cuda.is_bf16_supported() says yes on a V100 or T4 (emulated bfloat16): not asked.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert resolve_system("cuda", "auto", "auto").dtype == dtype
+    if dtype == "float16":
+        with pytest.raises(ConfigError, match="system.dtype='bfloat16' is invalid: a GPU cannot run bfloat16"):
+            resolve_system("cuda", "bfloat16", "auto")
