@@ -113,7 +113,9 @@ def capture_rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # The stream of this process's own GPU only: a run resumed on a machine with fewer GPUs
+        # (or another CUDA_VISIBLE_DEVICES) must not need a state for every GPU this one saw.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -131,4 +133,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     )
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        cuda = state["cuda"]
+        if isinstance(cuda, list):  # checkpoints before 2026-11-26 hold every visible GPU's state
+            index = torch.cuda.current_device()
+            cuda = cuda[index] if index < len(cuda) else cuda[0]
+        torch.cuda.set_rng_state(cuda.cpu())

@@ -249,8 +249,10 @@ class Trainer:
         wandb_group: str | None,
     ):
         self.cfg, self.run_dir, self.world, self.system = cfg, run_dir, world, system
-        if world.enabled and system.device_type == "cuda":
-            self.system = system = replace(system, device=f"cuda:{world.local_rank}")
+        if system.device_type == "cuda":
+            if world.enabled:
+                self.system = system = replace(system, device=f"cuda:{world.local_rank}")
+            # Also for one process on cuda:N: kernels and allocations that name no device go there.
             torch.cuda.set_device(system.device)
         self.micro_steps = split_accumulation(cfg.gradient_accumulation_steps, world)
 

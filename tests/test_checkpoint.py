@@ -71,3 +71,47 @@ def test_rng_state_round_trips_through_a_checkpoint(tmp_path):
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     restore_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+class FakeCuda:
+    """Stands in for torch.cuda's RNG calls: `gpus` visible GPUs, this process on `current`."""
+
+    def __init__(self, monkeypatch, gpus: int, current: int):
+        self.states = [torch.full((8,), float(i), dtype=torch.float32).to(torch.uint8) for i in range(gpus)]
+        self.current = current
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
+        monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": self.states[self.current].clone())
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in self.states])
+        monkeypatch.setattr(torch.cuda, "set_rng_state", self.set_current)
+        monkeypatch.setattr(torch.cuda, "set_rng_state_all", self.set_all)
+
+    def set_current(self, state, device="cuda"):
+        self.states[self.current] = state
+
+    def set_all(self, states):
+        for index, state in enumerate(states):
+            if index >= len(self.states):  # as torch does for a GPU that is not there
+                raise RuntimeError("CUDA error: invalid device ordinal")
+            self.states[index] = state
+
+
+def test_cuda_rng_state_is_the_own_gpus_and_resumes_on_a_machine_with_fewer_gpus(tmp_path, monkeypatch):
+    saving = FakeCuda(monkeypatch, gpus=4, current=2)
+    save_checkpoint(tmp_path / "c.pt", {"format": CKPT_FORMAT, "rng": capture_rng_state()})
+    saved = load_checkpoint(tmp_path / "c.pt")["rng"]["cuda"]
+    assert torch.equal(saved, saving.states[2])  # one state, not one per visible GPU
+    resuming = FakeCuda(monkeypatch, gpus=1, current=0)
+    restore_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])
+    assert torch.equal(resuming.states[0], saving.states[2])
+
+
+def test_an_older_checkpoint_with_every_gpus_state_restores_this_gpus_one(monkeypatch):
+    old = FakeCuda(monkeypatch, gpus=4, current=0)
+    rng = capture_rng_state()
+    rng["cuda"] = torch.cuda.get_rng_state_all()  # how checkpoints were written before
+    for gpus, current, expected in ((4, 3, 3), (1, 0, 0)):
+        now = FakeCuda(monkeypatch, gpus=gpus, current=current)
+        now.states = [torch.zeros(8, dtype=torch.uint8) for _ in range(gpus)]
+        restore_rng_state(rng)
+        assert torch.equal(now.states[current], old.states[expected])
