@@ -120,6 +120,11 @@ def gather_to_main(obj: Any, world: Dist) -> list[Any] | None:
     return out
 
 
-def shutdown() -> None:
+def shutdown(all_ranks_done: bool) -> None:
+    """Leave the process group. When every rank finished, they first meet at a barrier, so that no
+    rank tears its connections down while another still uses them (gloo can abort a process that
+    sees its peer vanish). After an error the others may never arrive: no barrier then."""
     if dist.is_initialized():
+        if all_ranks_done:
+            dist.barrier()
         dist.destroy_process_group()

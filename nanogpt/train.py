@@ -567,15 +567,18 @@ def train(
         trainer = Trainer(cfg, run_dir, system, world, resume_state, overrides or [], wandb_group)
         trainer.describe()
         if cfg.eval_only:
-            return trainer.eval_only()
-        if resume_state is not None and world.is_main:
-            _truncate_metrics(run_dir / "metrics.jsonl", trainer.iter_num)
-        with StopRequest().installed() as stop, running_marker(run_dir, world.is_main):
-            best = trainer.run(stop)
-        stop.hand_over()
-        return best
-    finally:
-        distributed.shutdown()
+            result = trainer.eval_only()
+        else:
+            if resume_state is not None and world.is_main:
+                _truncate_metrics(run_dir / "metrics.jsonl", trainer.iter_num)
+            with StopRequest().installed() as stop, running_marker(run_dir, world.is_main):
+                result = trainer.run(stop)
+            stop.hand_over()
+    except BaseException:
+        distributed.shutdown(all_ranks_done=False)
+        raise
+    distributed.shutdown(all_ranks_done=True)
+    return result
 
 
 def _model_args(cfg: DictConfig, meta: dict) -> dict[str, Any]:
