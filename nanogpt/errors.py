@@ -20,5 +20,12 @@ class TrainingError(RuntimeError):
     """Training went wrong (it diverged); the run folder stays as it is. Exit code 1."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name where it has none): what a
+    one-line refusal quotes of a library's multi-line error."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
 # Refused input: nothing ran, nothing on disk changed.
 USER_ERRORS = (ConfigError, DataError, CheckpointError)

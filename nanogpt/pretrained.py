@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 
 from nanogpt.checkpoint import CheckpointError
 from nanogpt.config import ConfigError
+from nanogpt.errors import first_line
 from nanogpt.model import GPT, GPT2_OPTIONS, GPTConfig
 
 log = logging.getLogger(__name__)
@@ -118,20 +119,15 @@ def _hub_folder(init_from: str) -> Path:
             pass  # it answers; the download below reports what it said
         except Exception as exc:  # noqa: BLE001 - the HTTP client's own errors (requests or httpx, by huggingface_hub version)
             host = urlparse(constants.ENDPOINT).netloc
-            raise CheckpointError(f"{not_cached} and {host} cannot be reached ({_first_line(exc)}); connect once, or {local_copy}") from None
+            raise CheckpointError(f"{not_cached} and {host} cannot be reached ({first_line(exc)}); connect once, or {local_copy}") from None
     try:
         for filename in HUB_FILES:
             path = Path(huggingface_hub.hf_hub_download(repo, filename))
     except (EntryNotFoundError, HfHubHTTPError, OSError) as exc:
         if constants.HF_HUB_OFFLINE:
             raise CheckpointError(f"{not_cached}, and HF_HUB_OFFLINE=1 forbids downloading them; unset it and connect once, or {local_copy}") from None
-        raise CheckpointError(f"{not_cached} and downloading them failed ({_first_line(exc)}); connect once, or {local_copy}") from None
+        raise CheckpointError(f"{not_cached} and downloading them failed ({first_line(exc)}); connect once, or {local_copy}") from None
     return path.parent
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
 def read_config(folder: Path, init_from: str) -> tuple[dict[str, Any], int]:

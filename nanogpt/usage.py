@@ -41,7 +41,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 
 from nanogpt.cli import COMMANDS, EXIT_USER_ERROR
 from nanogpt.config import CONF_DIR, SCHEMAS
-from nanogpt.errors import ConfigError
+from nanogpt.errors import ConfigError, first_line
 
 HELP_FLAGS = ("-h", "--help")
 WIDTH = 100
@@ -426,7 +426,7 @@ def explain(exc: Exception, cmd: Command) -> str:
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
         return _unknown_option(group, option, list(exc.options or group_options(group)))
-    headline, cause = _first_line(exc), exc.__cause__
+    headline, cause = first_line(exc), exc.__cause__
     unknown = re.match(r"Could not override '(.+?)'", headline)
     if unknown or isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         key = unknown[1] if unknown else str(getattr(cause, "full_key", ""))
@@ -436,12 +436,7 @@ def explain(exc: Exception, cmd: Command) -> str:
     if isinstance(cause, ValidationError):
         merging = re.match(r"Error merging override (.+)", headline)
         return _wrong_type(cmd, merging[1] if merging else None, cause)
-    return headline.rstrip(".") + (f" ({_first_line(cause)})" if cause is not None else "")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
+    return headline.rstrip(".") + (f" ({first_line(cause)})" if cause is not None else "")
 
 
 def _unknown_key(cmd: Command, key: str, parent_type: Any = None, adding: bool = False) -> str:
@@ -504,7 +499,7 @@ def _wrong_type(cmd: Command, override_text: str | None, cause: ValidationError)
     """`<key>=<value> is invalid: must be <type>`, the value as the command line gave it."""
     key = str(cause.full_key)
     expected = _expected(cmd.keys.get(key)) or next((t for words, t in _OMEGACONF_TYPES.items() if words in str(cause)), None)
-    rule = f"must be {expected}" if expected else _first_line(cause)
+    rule = f"must be {expected}" if expected else first_line(cause)
     if override_text is not None:
         override = OverridesParser.create().parse_override(override_text)
         if override.key_or_group == key:
