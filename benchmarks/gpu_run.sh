@@ -6,7 +6,7 @@
 #   OUT=/tmp/out bash benchmarks/gpu_run.sh [gpu.py options]    # there: the suite, results into $OUT
 #
 # --prepare copies the pure-Python packages that `import nanogpt.train` needs and the GPU image
-# lacks (hydra, its submitit launcher plugin, omegaconf, antlr4, submitit) from this machine's
+# lacks (hydra, its submitit launcher plugin, omegaconf, antlr4, submitit, tokenizers) from this machine's
 # site-packages into .gpu_site/, and nanoGPT's reference scripts (../shared/anchors/nanoGPT) into
 # .anchors/nanoGPT; both are listed in .git/info/exclude, so they travel only when carried.
 # wandb is left out: nanogpt imports it only when logging to it.
@@ -24,7 +24,8 @@ import shutil
 from pathlib import Path
 
 # hydra_plugins is a namespace package: merge every folder it spans.
-for name in ("hydra", "hydra_plugins", "omegaconf", "antlr4", "submitit"):
+# tokenizers is compiled, but for CPython's stable ABI (abi3): the same build runs on the image's Python.
+for name in ("hydra", "hydra_plugins", "omegaconf", "antlr4", "submitit", "tokenizers"):
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit(f"{name} is not installed here: pip install -e '.[dev]' first")

@@ -66,8 +66,17 @@ class DatasetConfig:
     # A local copy of the raw text; when null the cached copy or a download is used. For your own
     # corpus (a name that is not a built-in dataset): a file, a folder or a glob of .txt/.jsonl.
     source: Optional[str] = None
-    # char | gpt2 (tiktoken's GPT-2 BPE). null: the built-in dataset's own; your own text needs one.
+    # char | gpt2 (GPT-2's BPE) | bpe (a byte-level BPE trained on the corpus) | a tokenizer.json file
+    # or a folder holding one. null: the built-in dataset's own; your own text needs one.
     tokenizer: Optional[str] = None
+    # tokenizer=bpe only: the tokens to learn (null: 8192).
+    vocab_size: Optional[int] = None
+    # A Hugging Face dataset instead of text files: a hub name (streamed) or a local copy (a folder
+    # of parquet/jsonl files, or one that save_to_disk wrote); its config, split and text field.
+    hf_path: Optional[str] = None
+    hf_config: Optional[str] = None
+    hf_split: str = "train"
+    text_field: str = "text"
     # Where prepared datasets live (relative paths are relative to the launch directory).
     data_dir: str = "data"
     val_fraction: float = 0.1
@@ -223,7 +232,6 @@ POSITIONS = ("learned", "rope")
 NORMS = ("layernorm", "rmsnorm")
 ACTIVATIONS = ("gelu", "relu2")
 OPTIMIZERS = ("adamw", "muon")
-TOKENIZERS = ("char", "gpt2")
 # init_from values that load OpenAI's released GPT-2 weights.
 PRETRAINED_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -246,6 +254,16 @@ def validate_system(system: DictConfig | SystemConfig) -> None:
         system.compile,
         "must be auto, true or false",
     )
+
+
+def validate_dataset(d: DictConfig | DatasetConfig) -> None:
+    _require(d.batch_size > 0, "dataset.batch_size", d.batch_size, "must be a positive integer")
+    _require(d.block_size > 0, "dataset.block_size", d.block_size, "must be a positive integer")
+    _require(0.0 < d.val_fraction < 1.0, "dataset.val_fraction", d.val_fraction, "must be in (0, 1)")
+    if d.tokenizer is not None:
+        _require(str(d.tokenizer).strip() != "", "dataset.tokenizer", d.tokenizer, "must be char, gpt2, bpe or a tokenizer.json file or folder")
+    if d.vocab_size is not None:
+        _require(d.vocab_size > 0, "dataset.vocab_size", d.vocab_size, "must be a positive integer or null")
 
 
 def validate_train(cfg: DictConfig | TrainConfig) -> None:
@@ -274,11 +292,7 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
     _require(m.activation in ACTIVATIONS, "model.activation", m.activation, "must be gelu or relu2")
     if m.vocab_size is not None:
         _require(m.vocab_size > 0, "model.vocab_size", m.vocab_size, "must be a positive integer or null")
-    _require(d.batch_size > 0, "dataset.batch_size", d.batch_size, "must be a positive integer")
-    _require(d.block_size > 0, "dataset.block_size", d.block_size, "must be a positive integer")
-    _require(0.0 < d.val_fraction < 1.0, "dataset.val_fraction", d.val_fraction, "must be in (0, 1)")
-    if d.tokenizer is not None:
-        _require(d.tokenizer in TOKENIZERS, "dataset.tokenizer", d.tokenizer, "must be char or gpt2")
+    validate_dataset(d)
     _require(o.name in OPTIMIZERS, "optimizer.name", o.name, "must be adamw or muon")
     _require(o.learning_rate > 0, "optimizer.learning_rate", o.learning_rate, "must be > 0")
     # min_lr is where the decay ends; a constant rate (decay_lr=false, as in fine-tuning) never uses it.

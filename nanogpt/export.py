@@ -5,11 +5,13 @@
 
     >>> from transformers import GPT2LMHeadModel, AutoTokenizer
     >>> model = GPT2LMHeadModel.from_pretrained("exported/shakespeare")
-    >>> tokenizer = AutoTokenizer.from_pretrained("exported/shakespeare")  # GPT-2 BPE runs only
+    >>> tokenizer = AutoTokenizer.from_pretrained("exported/shakespeare")
 
-The folder holds config.json, model.safetensors and nanogpt_tokenizer.json (the run's tokenizer:
-GPT-2 BPE, or the character list of a character model); a GPT-2 BPE run also gets GPT-2's
-vocab.json and merges.txt, which transformers' GPT-2 tokenizer reads. The folder loads back with
+The folder holds config.json, model.safetensors, the tokenizer's own files and
+nanogpt_tokenizer.json (which tokenizer the model was trained on). A GPT-2 BPE run gets GPT-2's
+vocab.json and merges.txt, which transformers' GPT-2 tokenizer reads; every other run (a BPE of
+its own, a tokenizer.json, characters) gets tokenizer.json and tokenizer_config.json, which
+AutoTokenizer loads as a fast tokenizer. The folder loads back with
 `init_from=hf:<folder>`. Every model this project trains is a GPT-2 in transformers' terms: a
 model without biases gets zero biases, which compute the same, and the exact GELU is GPT-2's
 activation_function "gelu". A padded vocabulary is cut back to the tokenizer's: the padding rows
@@ -30,7 +32,7 @@ from safetensors.torch import save_file
 
 from nanogpt.cli import launch, run_or_exit
 from nanogpt.config import CONF_DIR, ConfigError, validate_export
-from nanogpt.data import GPT2Tokenizer, load_tokenizer
+from nanogpt.data import CharTokenizer, GPT2Tokenizer, HFTokenizer, Tokenizer, load_tokenizer
 from nanogpt.model import GPT, LayerNorm, non_gpt2_options
 from nanogpt.pretrained import CONV1D_WEIGHTS
 from nanogpt.generation import load_model
@@ -59,15 +61,9 @@ def export(cfg: DictConfig) -> Path:
     try:
         save_file(hf_tensors(model, tokenizer.vocab_size), staging / "model.safetensors", metadata={"format": "pt"})
         (staging / "model.safetensors").chmod(0o644)
-        eot = tokenizer.eot_token if isinstance(tokenizer, GPT2Tokenizer) else None
+        eot = getattr(tokenizer, "eot_token", None)
         _write_json(staging / "config.json", hf_config(model, tokenizer.vocab_size, eot))
-        tokenizer_info = {"tokenizer": meta["tokenizer"], "vocab_size": tokenizer.vocab_size}
-        if isinstance(tokenizer, GPT2Tokenizer):
-            tokenizer_info["tiktoken_encoding"] = tokenizer.encoding.name
-            write_gpt2_vocab(tokenizer, staging)
-        else:
-            tokenizer_info["itos"] = meta["itos"]
-        _write_json(staging / "nanogpt_tokenizer.json", tokenizer_info)
+        write_tokenizer(tokenizer, meta, staging, model.config.block_size)
         _replace_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -159,6 +155,42 @@ def write_gpt2_vocab(tokenizer: GPT2Tokenizer, folder: Path) -> None:
     vocab["<|endoftext|>"] = tokenizer.eot_token
     _write_json(folder / "vocab.json", vocab)
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+
+
+def write_tokenizer(tokenizer: Tokenizer, meta: dict, folder: Path, block_size: int) -> None:
+    """The tokenizer's own files, which transformers' AutoTokenizer loads, and
+    nanogpt_tokenizer.json, which says what the model was trained on (init_from=hf: checks it)."""
+    info = {"tokenizer": meta["tokenizer"], "vocab_size": tokenizer.vocab_size}
+    if isinstance(tokenizer, GPT2Tokenizer):
+        info["tiktoken_encoding"] = tokenizer.encoding.name
+        write_gpt2_vocab(tokenizer, folder)
+        _write_json(folder / "nanogpt_tokenizer.json", info)
+        return
+    if isinstance(tokenizer, CharTokenizer):
+        info["itos"] = tokenizer.itos
+        hf, eot_name = char_tokenizer_json(tokenizer), None
+    else:
+        assert isinstance(tokenizer, HFTokenizer)
+        info["tokenizer_sha256"] = tokenizer.sha256
+        hf, eot_name = tokenizer.json, tokenizer.eot_name
+    (folder / "tokenizer.json").write_text(hf, encoding="utf-8")
+    config: dict = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": block_size, "clean_up_tokenization_spaces": False}
+    if eot_name is not None:
+        config.update(bos_token=eot_name, eos_token=eot_name)
+    _write_json(folder / "tokenizer_config.json", config)
+    _write_json(folder / "nanogpt_tokenizer.json", info)
+
+
+def char_tokenizer_json(tokenizer: CharTokenizer) -> str:
+    """A character vocabulary as a Hugging Face tokenizer: every character its own piece, looked
+    up in the vocabulary (a character outside it becomes the first one), decoded by joining."""
+    import tokenizers
+
+    model = tokenizers.models.WordLevel(dict(tokenizer.stoi), unk_token=tokenizer.itos[0])
+    hf = tokenizers.Tokenizer(model)
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.Split(tokenizers.Regex(r"[\s\S]"), behavior="isolated")
+    hf.decoder = tokenizers.decoders.Fuse()
+    return hf.to_str()
 
 
 def _write_json(path: Path, payload: dict) -> None:

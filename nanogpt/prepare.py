@@ -4,6 +4,8 @@
     python -m nanogpt.prepare dataset=shakespeare_char dataset.source=/path/to/input.txt force=true
     python -m nanogpt.prepare dataset=shakespeare                      # tiny Shakespeare, GPT-2 BPE
     python -m nanogpt.prepare dataset=text dataset.source=~/books/ dataset.tokenizer=gpt2
+    python -m nanogpt.prepare dataset=text dataset.source=~/books/ dataset.tokenizer=bpe dataset.vocab_size=16000
+    python -m nanogpt.prepare dataset=hf dataset.name=fineweb dataset.hf_path=HuggingFaceFW/fineweb-edu dataset.hf_config=sample-10BT
 """
 
 from __future__ import annotations
@@ -12,16 +14,17 @@ import hydra
 from omegaconf import DictConfig
 
 from nanogpt.cli import launch, run_or_exit
-from nanogpt.config import CONF_DIR
-from nanogpt.data import dataset_dir, prepare
+from nanogpt.config import CONF_DIR, validate_dataset
+from nanogpt.data import dataset_dir, prepare_config
 
 
 def prepare_dataset(cfg: DictConfig) -> dict:
     d = cfg.dataset
-    meta = prepare(d.name, d.data_dir, d.source, d.val_fraction, force=cfg.force, tokenizer=d.tokenizer)
+    validate_dataset(d)
+    meta = prepare_config(d, force=cfg.force)
     print(
-        f"{d.name}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens, "
-        f"vocabulary {meta['vocab_size']}, in {dataset_dir(d.data_dir, d.name)}"
+        f"{d.name}: {meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens ({meta['dtype']}), "
+        f"vocabulary {meta['vocab_size']:,}, in {dataset_dir(d.data_dir, d.name)}"
     )
     return meta
 

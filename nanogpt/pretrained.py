@@ -29,6 +29,7 @@ from safetensors.torch import load_file
 
 from nanogpt.checkpoint import CheckpointError
 from nanogpt.config import ConfigError
+from nanogpt.data import GPT2_VOCAB_SIZE, same_tokenizer
 from nanogpt.errors import first_line
 from nanogpt.model import GPT, GPT2_OPTIONS, GPTConfig
 
@@ -75,7 +76,7 @@ def load_pretrained(cfg: DictConfig, overridden: list[str], meta: dict) -> dict[
             f"dataset.block_size={cfg.dataset.block_size} is invalid with init_from={cfg.init_from}: its weights "
             f"have {n_positions} positions; use dataset.block_size={n_positions} or less"
         )
-    _check_tokenizer(cfg.init_from, arch["vocab_size"], meta)
+    _check_tokenizer(cfg.init_from, folder, arch["vocab_size"], meta)
     state = _read_weights(folder, cfg.init_from)
     state["transformer.wpe.weight"] = state["transformer.wpe.weight"][: cfg.dataset.block_size]
     _check_names_and_shapes(state, GPTConfig(block_size=cfg.dataset.block_size, **arch), cfg.init_from)
@@ -170,12 +171,27 @@ def read_config(folder: Path, init_from: str) -> tuple[dict[str, Any], int]:
         raise ConfigError(f"init_from={init_from}: {path} lacks a valid {exc.args[0] if isinstance(exc, KeyError) else 'size'} entry") from None
 
 
-def _check_tokenizer(init_from: str, vocab_size: int, meta: dict) -> None:
+def _check_tokenizer(init_from: str, folder: Path, vocab_size: int, meta: dict) -> None:
     """Weights and data must speak the same tokens: GPT-2 BPE ids fed to a character model (or
-    the reverse) train without error and learn nothing."""
-    bpe_weights = vocab_size >= 50257
+    the reverse) train without error and learn nothing. A folder that nanogpt.export wrote names its
+    tokenizer (nanogpt_tokenizer.json); any other GPT-2 folder is taken to read GPT-2 BPE when it has
+    GPT-2's 50,257 tokens."""
+    data = f"dataset {meta['dataset']} is tokenized with {meta['tokenizer']} ({meta['vocab_size']:,} tokens)"
+    exported = folder / "nanogpt_tokenizer.json"
+    if exported.is_file():
+        try:
+            theirs = json.loads(exported.read_text(encoding="utf-8"))
+            theirs["tokenizer"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(f"init_from={init_from}: {exported} is not a readable tokenizer description") from None
+        if not same_tokenizer(theirs, meta):
+            raise ConfigError(
+                f"init_from={init_from} was trained on {theirs['tokenizer']} tokens ({theirs.get('vocab_size', '?'):,}) "
+                f"but {data}; use a dataset prepared with the same tokenizer"
+            )
+        return
+    bpe_weights = vocab_size >= GPT2_VOCAB_SIZE
     if bpe_weights != (meta["tokenizer"] == "gpt2") or vocab_size < meta["vocab_size"]:
-        data = f"dataset {meta['dataset']} is tokenized with {meta['tokenizer']} ({meta['vocab_size']} tokens)"
         if bpe_weights:
             raise ConfigError(
                 f"init_from={init_from} reads GPT-2 BPE tokens, but {data}; use a GPT-2 BPE dataset "

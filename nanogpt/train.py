@@ -52,7 +52,7 @@ from nanogpt.config import CONF_DIR, validate_train
 from nanogpt.errors import ConfigError, TrainingError
 from nanogpt.free_text import as_text, quote_free_text
 from nanogpt.distributed import Dist, any_rank, gather_to_main, max_over_ranks, mean_over_ranks, split_accumulation
-from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, padded_vocab_size, prepare, same_tokenizer
+from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, padded_vocab_size, prepare_config, same_tokenizer
 from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
 from nanogpt.generation import generate_ids
 from nanogpt.model import GPT, GPTConfig
@@ -264,8 +264,8 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
 
         data = cfg.dataset
-        self.meta = prepare(data.name, data.data_dir, data.source, data.val_fraction, tokenizer=data.tokenizer)
-        self.splits = open_splits(dataset_dir(data.data_dir, data.name), data.block_size, system.device)
+        self.meta = prepare_config(data)
+        self.splits = open_splits(dataset_dir(data.data_dir, data.name), self.meta, data.block_size, system.device)
         if resume_state is not None:
             saved_meta = json.loads(resume_state["dataset_meta"])
             if not same_tokenizer(saved_meta, self.meta):

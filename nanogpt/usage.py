@@ -91,9 +91,12 @@ TEXTS = {
             ("dataset=shakespeare_char", ""),
             ("dataset=shakespeare_char dataset.source=/path/to/input.txt force=true", ""),
             ("dataset=text dataset.name=mytext dataset.source=corpus/ dataset.tokenizer=gpt2", ""),
+            ("dataset=text dataset.name=mybpe dataset.source=corpus/ dataset.tokenizer=bpe dataset.vocab_size=16000", ""),
+            ("dataset=hf dataset.name=fineweb dataset.hf_path=HuggingFaceFW/fineweb-edu dataset.hf_config=sample-10BT", ""),
         ),
         outputs="Only the prepared dataset, in <dataset.data_dir>/<dataset.name>/ (data/shakespeare_char/ by default): "
-        "train.bin, val.bin and meta.json. No run folder, no log file.",
+        "train.bin, val.bin, meta.json and, for a BPE of its own or a tokenizer.json, tokenizer.json. "
+        "No run folder, no log file.",
     ),
     "export": CommandText(
         summary="Write a run's model as a Hugging Face GPT-2 folder (transformers' GPT2LMHeadModel loads it).",

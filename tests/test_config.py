@@ -137,7 +137,7 @@ def test_gpt2_presets_use_gpt2s_gelu():
     [
         ("init_from=hf:", "init_from='hf:' is invalid"),
         ("model.gelu_approximate=fast", "model.gelu_approximate='fast' is invalid: must be none (exact) or tanh"),
-        ("dataset.tokenizer=bytes", "dataset.tokenizer='bytes' is invalid: must be char or gpt2"),
+        ("dataset.vocab_size=0", "dataset.vocab_size=0 is invalid: must be a positive integer or null"),
         ("model.vocab_size=0", "model.vocab_size=0 is invalid"),
     ],
 )

@@ -92,7 +92,7 @@ def test_existing_out_is_kept_unless_overwrite(tmp_path):
         export(export_cfg(tmp_path / "run", out))
     assert (out / "keep.txt").exists()
     export(export_cfg(tmp_path / "run", out, overwrite=True))
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "nanogpt_tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "nanogpt_tokenizer.json", "tokenizer.json", "tokenizer_config.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "run"]  # no staging folder left
 
 
@@ -104,3 +104,18 @@ def test_bad_export_input(tmp_path):
     with pytest.raises(CheckpointError, match="no such folder"):
         export(export_cfg(tmp_path / "nope", tmp_path / "x"))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_character_tokenizer_exports_as_a_tokenizer_transformers_loads(tmp_path, shakespeare_path):
+    from transformers import AutoTokenizer
+
+    from nanogpt.data import CharTokenizer
+
+    text = shakespeare_path.read_text()[:5000]
+    chars = sorted(set(text))
+    make_run(tmp_path / "run", {"tokenizer": "char", "vocab_size": len(chars), "itos": chars, "dataset": "chars"})
+    out = export(export_cfg(tmp_path / "run", tmp_path / "hf"))
+    theirs = AutoTokenizer.from_pretrained(out)
+    ids = theirs(text, add_special_tokens=False)["input_ids"]
+    assert ids == CharTokenizer(chars).encode(text) and len(theirs) == len(chars)
+    assert theirs.decode(ids) == text

@@ -32,7 +32,7 @@ FAST = (
 def data(tmp_path_factory, shakespeare_path):
     folder = tmp_path_factory.mktemp("data")
     proc = run_cli("nanogpt.prepare", "dataset=shakespeare", f"dataset.source={shakespeare_path}", f"dataset.data_dir={folder}")
-    assert "shakespeare: 301,966 train / 36,059 val tokens, vocabulary 50257" in proc.stdout
+    assert "shakespeare: 301,966 train / 36,059 val tokens (uint16), vocabulary 50,257" in proc.stdout
     return folder
 
 

@@ -1,5 +1,4 @@
-"""BPE datasets: tiny Shakespeare in GPT-2 tokens, your own text (char and gpt2), and the
-openwebtext pipeline on a small local stand-in for the download."""
+"""Text datasets: tiny Shakespeare in GPT-2 tokens, and your own text files (char and gpt2)."""
 
 import json
 import logging
@@ -8,7 +7,6 @@ import numpy as np
 import pytest
 
 from nanogpt.data import DataError, dataset_dir, load_tokenizer, prepare, read_meta
-from nanogpt.openwebtext import SPLIT_SEED, load_corpus, write_splits
 from tests.conftest import TINY_SHAKESPEARE_SHA256
 
 EOT = 50256
@@ -126,46 +124,5 @@ def test_own_text_needs_a_source_and_a_tokenizer(tmp_path):
     with pytest.raises(DataError, match=r"dataset.name='shakespear' is not a built-in dataset .*dataset.source="):
         prepare("shakespear", tmp_path, None, 0.1)
     (tmp_path / "a.txt").write_text("text")
-    with pytest.raises(DataError, match="needs dataset.tokenizer=char or gpt2"):
+    with pytest.raises(DataError, match="dataset.tokenizer is not set: your own text needs char, gpt2, bpe, or a tokenizer.json"):
         prepare("mine", tmp_path, str(tmp_path / "a.txt"), 0.1)
-
-
-def test_openwebtext_pipeline_on_a_local_stand_in(tmp_path):
-    """Everything after the download, in parallel processes, on 200 small documents."""
-    import datasets
-
-    documents = [f"page {i}: " + "the quick brown fox " * (i % 17) for i in range(200)]
-    corpus = datasets.Dataset.from_dict({"text": documents})
-    meta = write_splits(corpus, tmp_path, val_fraction=0.05, num_proc=2)
-    train, val = tokens(tmp_path, "train"), tokens(tmp_path, "val")
-    assert (meta["train_tokens"], meta["val_tokens"], meta["vocab_size"]) == (len(train), len(val), 50257)
-    tokenizer = load_tokenizer(meta)
-
-    def pages(ids):
-        """The decoded pages of a split; every page is followed by the end-of-text token."""
-        ends = np.flatnonzero(ids == EOT)
-        assert ends[-1] == len(ids) - 1
-        starts = np.concatenate([[0], ends[:-1] + 1])
-        return [tokenizer.decode(ids[start:end].tolist()) for start, end in zip(starts, ends)]
-
-    assert sorted(pages(train) + pages(val)) == sorted(documents)
-    # nanoGPT's split: 10 of 200 pages (ceil(5%)), drawn with its seed, in that order.
-    assert pages(val) == corpus.train_test_split(test_size=0.05, seed=SPLIT_SEED, shuffle=True)["test"]["text"]
-    assert len(pages(val)) == 10
-
-
-def test_openwebtext_from_local_files(tmp_path, monkeypatch):
-    import datasets
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
-    source = tmp_path / "owt.jsonl"
-    source.write_text("".join(json.dumps({"text": f"web page number {i}"}) + "\n" for i in range(50)))
-    meta = prepare("openwebtext", tmp_path / "data", str(source), 0.1)
-    folder = dataset_dir(tmp_path / "data", "openwebtext")
-    assert read_meta(folder) == meta and meta["tokenizer"] == "gpt2"
-    assert (tokens(folder, "train") == EOT).sum() == 45 and (tokens(folder, "val") == EOT).sum() == 5
-    with pytest.raises(DataError, match="must name JSON lines or Parquet files .* got .txt"):
-        load_corpus([tmp_path / "a.txt"], num_proc=1)
-    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\nnot json\n')
-    with pytest.raises(DataError, match=r"cannot read the json files \(the first: .*bad.jsonl\): JSON parse error"):
-        load_corpus([tmp_path / "bad.jsonl"], num_proc=1)

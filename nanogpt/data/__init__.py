@@ -1,18 +1,24 @@
 """Datasets: prepare raw text into token files once, then draw random training batches from them.
 
-A prepared dataset is a folder `<data_dir>/<name>/` holding `train.bin` and `val.bin` (uint16
-token ids) and `meta.json` (tokenizer, vocabulary, token counts). `meta.json` is written last,
+A prepared dataset is a folder `<data_dir>/<name>/` holding `train.bin` and `val.bin` (token ids,
+uint16 or uint32), `meta.json` (tokenizer, vocabulary, token counts, where the text came from) and,
+for a BPE of its own or a Hugging Face tokenizer, `tokenizer.json`. `meta.json` is written last,
 atomically, so a folder with a valid `meta.json` always has complete token files beside it.
 
 Built-in datasets: `shakespeare_char` (tiny Shakespeare, one token per character),
-`shakespeare` (tiny Shakespeare, GPT-2 BPE) and `openwebtext` (GPT-2 BPE, see nanogpt/openwebtext.py).
-Any other `dataset.name` is your own text, read from `dataset.source` (a file, a folder or a
-glob of .txt and .jsonl files) and tokenized with `dataset.tokenizer` (char or gpt2).
+`shakespeare` (tiny Shakespeare, GPT-2 BPE) and `openwebtext` (GPT-2 BPE, from the Hugging Face
+hub). Any other `dataset.name` is your own text: files that `dataset.source` names (a file, a
+folder or a glob of .txt and .jsonl files), or a Hugging Face dataset (`dataset.hf_path`), with
+`dataset.tokenizer` char, gpt2, bpe (trained on the corpus) or a tokenizer.json of your own.
 
 The modules, each importing only from those listed before it:
-    files        atomic writes (atomic_file)
-    tokenizers   the Tokenizer protocol, CharTokenizer and GPT-2's BPE from the shipped ranks
-    sources      the raw text: source files, tiny Shakespeare, documents, fingerprints
+    files        atomic writes, leftover temp files, sha256 of a file
+    tokens       token files: their width (uint16/uint32), the incremental writer, the reader
+    tokenizers   the Tokenizer protocol: characters, GPT-2's BPE, Hugging Face tokenizers, BPE training
+    sources      text files as a stream of documents; tiny Shakespeare; fingerprints
+    hub          Hugging Face datasets as a stream of documents (hub or local copy)
+    encoding     documents cut into pieces, encoded in worker processes, in order
+    progress     the progress bar (or log lines) of a long preparation
     preparation  prepare(): split, tokenize and write the token files and meta.json, under a lock
     batches      TokenFile and open_splits: random training windows from the token files
 This package re-exports what the rest of nanogpt imports, so `from nanogpt.data import X` works.
@@ -20,14 +26,16 @@ This package re-exports what the rest of nanogpt imports, so `from nanogpt.data 
 
 from nanogpt.data.batches import TokenFile, open_splits
 from nanogpt.data.files import atomic_file
-from nanogpt.data.preparation import BUILTIN_TOKENIZERS, META_FORMAT, dataset_dir, prepare, read_meta
-from nanogpt.data.sources import CORPUS_SUFFIXES, OPENWEBTEXT_SUFFIXES, TINY_SHAKESPEARE_DATASETS
+from nanogpt.data.hub import HubSource
+from nanogpt.data.preparation import BUILTIN_TOKENIZERS, META_FORMAT, dataset_dir, prepare, prepare_config, read_meta
+from nanogpt.data.sources import CORPUS_SUFFIXES, TINY_SHAKESPEARE_DATASETS
 from nanogpt.data.tokenizers import (
     END_OF_TEXT,
     GPT2_ENCODING,
     GPT2_VOCAB_SIZE,
     CharTokenizer,
     GPT2Tokenizer,
+    HFTokenizer,
     Tokenizer,
     gpt2_encoding,
     gpt2_tokenizer,
@@ -44,11 +52,12 @@ __all__ = [
     "GPT2_ENCODING",
     "GPT2_VOCAB_SIZE",
     "META_FORMAT",
-    "OPENWEBTEXT_SUFFIXES",
     "TINY_SHAKESPEARE_DATASETS",
     "CharTokenizer",
     "DataError",
     "GPT2Tokenizer",
+    "HFTokenizer",
+    "HubSource",
     "TokenFile",
     "Tokenizer",
     "atomic_file",
@@ -59,6 +68,7 @@ __all__ = [
     "open_splits",
     "padded_vocab_size",
     "prepare",
+    "prepare_config",
     "read_meta",
     "same_tokenizer",
 ]

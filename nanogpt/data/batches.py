@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nanogpt.data.tokens import read_tokens
 from nanogpt.errors import DataError
 
 
 class TokenFile:
     """The tokens of one split, memory-mapped, with random (input, target) windows drawn from it."""
 
-    def __init__(self, path: Path, block_size: int, device: str):
+    def __init__(self, path: Path, block_size: int, device: str, dtype: str = "uint16"):
         self.path = path
-        self.tokens = np.memmap(path, dtype=np.uint16, mode="r")
+        self.tokens = read_tokens(path, dtype)
         self.block_size = block_size
         self.device = torch.device(device)
         if len(self.tokens) < block_size + 1:
@@ -44,5 +45,7 @@ class TokenFile:
         return windows[:, :-1], windows[:, 1:]
 
 
-def open_splits(folder: Path, block_size: int, device: str) -> dict[str, TokenFile]:
-    return {split: TokenFile(folder / f"{split}.bin", block_size, device) for split in ("train", "val")}
+def open_splits(folder: Path, meta: dict, block_size: int, device: str) -> dict[str, TokenFile]:
+    """The train and val token files of the dataset prepared in `folder` (`meta`: its meta.json)."""
+    dtype = meta.get("dtype", "uint16")
+    return {split: TokenFile(folder / f"{split}.bin", block_size, device, dtype) for split in ("train", "val")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -10,24 +11,48 @@ from pathlib import Path
 
 from nanogpt.checkpoint import default_file_mode
 
+TEMP_SUFFIX = ".tmp"
+
 
 @contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """A temp path in the same folder to write; once the block ends, it is fsynced and renamed
     over `path`, so readers see the old file or the new one, never a part. Removed on error."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, default_file_mode())
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     os.close(fd)
     try:
         yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        sync_and_replace(Path(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def sync_and_replace(tmp: Path, path: Path) -> None:
+    """fsync the finished temp file `tmp`, give it the mode a new file would get, rename it over `path`."""
+    os.chmod(tmp, default_file_mode())
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     with atomic_file(path) as tmp:
         tmp.write_bytes(payload)
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Remove what interrupted atomic writes left in `folder` (hidden `.<name>.<random>.tmp`
+    files); call it only while no other process can be writing there."""
+    stale = [p for p in folder.glob(f".*{TEMP_SUFFIX}") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

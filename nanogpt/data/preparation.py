@@ -1,29 +1,54 @@
-"""Preparing a dataset: its raw text split into train and val, tokenized, and written as uint16
-token files beside a meta.json that is written last. Processes take turns on a lock file."""
+"""Preparing a dataset: its text split into train and val, tokenized on every core and written as
+token files, with meta.json written last. Processes take turns on a lock file.
+
+Text files (your own, and tiny Shakespeare) are read twice as a stream: once to check them, count
+their characters and fit the tokenizer (a char vocabulary, or a BPE trained on them), once to
+encode them. Their last val_fraction of characters is the val split, as nanoGPT cuts tiny
+Shakespeare. A Hugging Face dataset is streamed record by record, and one record in every
+1/val_fraction, drawn at random (seeded), goes to val. Within a split, documents are joined by the
+tokenizer's document separator. Memory stays bounded whatever the corpus size: text is handled a
+megabyte at a time, and ids are appended to temp files that are renamed into place at the end.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import logging
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from nanogpt.data.files import atomic_write_bytes
-from nanogpt.data.sources import read_documents, source_files, source_fingerprint
-from nanogpt.data.tokenizers import CharTokenizer, gpt2_tokenizer
+from nanogpt.data.encoding import PIECE_CHARS, SEPARATOR, ParallelEncoder, Unit, pieces, worker_count
+from nanogpt.data.files import atomic_write_bytes, remove_temp_files
+from nanogpt.data.hub import HubSource
+from nanogpt.data.progress import Progress
+from nanogpt.data.sources import Corpus, source_files, source_fingerprint
+from nanogpt.data.tokenizers import CharTokenizer, HFTokenizer, Tokenizer, gpt2_tokenizer, tokenizer_from_file, train_bpe
+from nanogpt.data.tokens import DTYPES, TokenWriter, token_dtype
 from nanogpt.errors import DataError
 
 log = logging.getLogger(__name__)
 
-META_FORMAT = 1
+# 2: token files may be uint32 ("dtype"), tokenizers may be bpe or file. 1 (uint16 only) still reads.
+META_FORMAT = 2
+READABLE_META_FORMATS = (1, 2)
 
 # The built-in datasets and their tokenizers; every other name is a corpus of your own.
 BUILTIN_TOKENIZERS = {"shakespeare_char": "char", "shakespeare": "gpt2", "openwebtext": "gpt2"}
+NAMED_TOKENIZERS = ("char", "gpt2", "bpe")
+# dataset.tokenizer=bpe without dataset.vocab_size.
+DEFAULT_BPE_VOCAB_SIZE = 8192
+# The tokenizer of a bpe or file dataset, saved beside its token files.
+TOKENIZER_FILE = "tokenizer.json"
+# Seed of the random choice of val records of a Hugging Face dataset (nanoGPT's split seed).
+SPLIT_SEED = 2357
 
 
 def dataset_dir(data_dir: str | os.PathLike, name: str) -> Path:
@@ -31,17 +56,33 @@ def dataset_dir(data_dir: str | os.PathLike, name: str) -> Path:
 
 
 def read_meta(folder: Path) -> dict | None:
-    """The dataset's meta.json if the folder holds a complete prepared dataset, else None."""
+    """The dataset's meta.json (with its tokenizer.json, if it has one, as "tokenizer_json") if the
+    folder holds a complete prepared dataset, else None."""
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("format") != META_FORMAT:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        if meta.get("format") not in READABLE_META_FORMATS:
             return None
+        meta.setdefault("dtype", "uint16")  # format 1 wrote uint16 only
+        itemsize = DTYPES[meta["dtype"]].itemsize
         for split in ("train", "val"):
-            if (folder / f"{split}.bin").stat().st_size != 2 * meta[f"{split}_tokens"]:
+            if (folder / f"{split}.bin").stat().st_size != itemsize * meta[f"{split}_tokens"]:
                 return None
+        if "tokenizer_file" in meta:
+            meta["tokenizer_json"] = (folder / meta["tokenizer_file"]).read_text(encoding="utf-8")
         return meta
     except (OSError, ValueError, KeyError):
         return None
+
+
+def prepare_config(dataset: Any, force: bool = False) -> dict:
+    """prepare() for a `dataset` config group (DatasetConfig)."""
+    hub = None
+    if dataset.hf_path is not None:
+        hub = HubSource(str(dataset.hf_path), dataset.hf_config, dataset.hf_split, dataset.text_field)
+    return prepare(
+        dataset.name, dataset.data_dir, dataset.source, dataset.val_fraction, force=force,
+        tokenizer=dataset.tokenizer, vocab_size=dataset.vocab_size, hub=hub,
+    )  # fmt: skip
 
 
 def prepare(
@@ -51,44 +92,53 @@ def prepare(
     val_fraction: float,
     force: bool = False,
     tokenizer: str | None = None,
+    vocab_size: int | None = None,
+    hub: HubSource | None = None,
+    workers: int | None = None,
 ) -> dict:
     """Prepare dataset `name` unless a valid prepared copy (from the same source, with the same
     tokenizer and split) is there already. Safe to call from several processes at once: they take
-    turns on a lock file."""
-    tokenizer = _tokenizer_name(name, source, tokenizer)
+    turns on a lock file. `workers`: processes that tokenize (None: every core this process may use)."""
+    kind = _tokenizer_kind(name, source, tokenizer, vocab_size, hub)
+    given_tokenizer = tokenizer_from_file(str(tokenizer)) if kind == "file" else None
+    recipe: dict[str, Any] = {"tokenizer": kind, "val_fraction": val_fraction}
+    if kind == "bpe":
+        recipe["bpe_vocab_size"] = vocab_size or DEFAULT_BPE_VOCAB_SIZE
+    if given_tokenizer is not None:
+        recipe["tokenizer_sha256"] = given_tokenizer.sha256
     folder = dataset_dir(data_dir, name)
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder / ".prepare.lock"):
+        # Under the lock no other process is writing here: temp files are what a kill left behind.
+        for path in remove_temp_files(folder):
+            log.info("removed %s, left by an interrupted preparation", path)
         meta = read_meta(folder)
-        same_recipe = bool(meta) and not force and meta.get("val_fraction") == val_fraction and meta.get("tokenizer") == tokenizer
-        if same_recipe and source is None:
+        same_recipe = bool(meta) and not force and all(meta.get(key) == value for key, value in recipe.items())
+        if same_recipe and source is None and hub is None:
             return meta  # prepared before; without an explicit source there is nothing to compare
-        files = source_files(name, folder, source)
-        fingerprint = source_fingerprint(files)
+        files = [] if hub is not None else source_files(name, folder, source)
+        fingerprint = hub.fingerprint() if hub is not None else source_fingerprint(files)
         if same_recipe and meta.get("source_sha256") == fingerprint:
             return meta
-        where = source if source is not None else str(files[0]) if files else None
-        log.info("preparing dataset %s from %s into %s", name, where or "the Hugging Face hub", folder)
-        # Read (and so check) the text before touching the folder: refused input leaves it as it was.
-        documents = [] if name == "openwebtext" else read_documents(files, strict=name in BUILTIN_TOKENIZERS)
-        if name != "openwebtext" and not documents:
-            raise DataError(f"dataset.source={where!r}: the corpus is empty; point it at a file or folder that holds text")
-        # Remove the old meta first: from here until the new one lands, the folder is "not prepared".
-        (folder / "meta.json").unlink(missing_ok=True)
-        if name == "openwebtext":
-            from nanogpt.openwebtext import prepare_openwebtext  # needs the optional `datasets` package
-
-            meta = prepare_openwebtext(files, folder, val_fraction)
+        where = hub.describe() if hub is not None else source if source is not None else str(files[0])
+        log.info("preparing dataset %s from %s into %s", name, where, folder)
+        job = _Preparation(name, folder, kind, recipe, given_tokenizer, workers or worker_count())
+        if hub is not None:
+            meta = job.from_hub(hub)
         else:
-            meta = _tokenize_documents(documents, folder, val_fraction, tokenizer)
-        meta.update(format=META_FORMAT, dataset=name, source=where, source_sha256=fingerprint, val_fraction=val_fraction)
-        atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=1, ensure_ascii=False).encode())
-        log.info("prepared %s: %d train / %d val tokens, vocabulary %d", name, meta["train_tokens"], meta["val_tokens"], meta["vocab_size"])
+            meta = job.from_files(files, where, strict=name in BUILTIN_TOKENIZERS)
+        meta.update(format=META_FORMAT, dataset=name, source=where, source_sha256=fingerprint, **recipe)
+        on_disk = {key: value for key, value in meta.items() if key != "tokenizer_json"}
+        atomic_write_bytes(folder / "meta.json", json.dumps(on_disk, indent=1, ensure_ascii=False).encode())
+        log.info(
+            "prepared %s: %s train / %s val tokens (%s), vocabulary %s",
+            name, f"{meta['train_tokens']:,}", f"{meta['val_tokens']:,}", meta["dtype"], f"{meta['vocab_size']:,}",
+        )  # fmt: skip
         return meta
 
 
-def _tokenizer_name(name: str, source: str | None, tokenizer: str | None) -> str:
-    """The tokenizer of dataset `name`: a built-in dataset's own, or the one asked for."""
+def _tokenizer_kind(name: str, source: str | None, tokenizer: str | None, vocab_size: int | None, hub: HubSource | None) -> str:
+    """char, gpt2, bpe or file: a built-in dataset's own tokenizer, or the one asked for."""
     builtin = BUILTIN_TOKENIZERS.get(name)
     if builtin is not None:
         if tokenizer not in (None, builtin):
@@ -96,60 +146,176 @@ def _tokenizer_name(name: str, source: str | None, tokenizer: str | None) -> str
                 f"dataset.tokenizer={tokenizer!r} is invalid for dataset {name}, which is tokenized with {builtin} "
                 f"(for other tokenizations of its text give it another dataset.name)"
             )
-        return builtin
-    if source is None:
+        tokenizer = builtin
+    elif source is None and hub is None:
         raise DataError(
-            f"dataset.name={name!r} is not a built-in dataset ({', '.join(BUILTIN_TOKENIZERS)}); "
-            f"for your own text pass dataset.source=<a file, folder or glob of .txt/.jsonl files>"
+            f"dataset.name={name!r} is not a built-in dataset ({', '.join(BUILTIN_TOKENIZERS)}); for your own text pass "
+            f"dataset.source=<a file, folder or glob of .txt/.jsonl files>, or dataset.hf_path=<a Hugging Face dataset>"
         )
-    if tokenizer not in ("char", "gpt2"):
-        raise DataError(f"dataset.tokenizer={tokenizer!r} is invalid: your own text needs dataset.tokenizer=char or gpt2")
-    return tokenizer
+    if source is not None and hub is not None:
+        raise DataError("dataset.source and dataset.hf_path are both set: a dataset reads text files or a Hugging Face dataset; set one to null")
+    if tokenizer is None:
+        raise DataError("dataset.tokenizer is not set: your own text needs char, gpt2, bpe, or a tokenizer.json file or folder")
+    kind = tokenizer if tokenizer in NAMED_TOKENIZERS else "file"
+    if vocab_size is not None and kind != "bpe":
+        raise DataError(f"dataset.vocab_size={vocab_size} is only for dataset.tokenizer=bpe (the size of the BPE to train); set it to null")
+    return kind
 
 
-def _split_documents(documents: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
-    """Cut the corpus (its documents one after another) after (1 - val_fraction) of its
-    characters, as nanoGPT cuts tiny Shakespeare; the document at the cut is split in two."""
-    cut = int(sum(len(doc) for doc in documents) * (1 - val_fraction))
-    train, val, seen = [], [], 0
-    for doc in documents:
-        if seen + len(doc) <= cut:
-            train.append(doc)
-        elif seen >= cut:
-            val.append(doc)
-        else:
-            train.append(doc[: cut - seen])
-            val.append(doc[cut - seen :])
-        seen += len(doc)
-    return train, val
+class _Preparation:
+    """One preparation of a dataset into `folder`: the tokenizer, the two passes, the files."""
+
+    def __init__(self, name: str, folder: Path, kind: str, recipe: dict, given: HFTokenizer | None, workers: int):
+        self.name, self.folder, self.kind, self.recipe, self.workers = name, folder, kind, recipe, workers
+        self.tokenizer: Tokenizer | None = gpt2_tokenizer() if kind == "gpt2" else given
+
+    def from_files(self, files: list[Path], where: str, strict: bool) -> dict:
+        corpus = Corpus(files, strict)
+        # Pass 1 reads and checks everything before the folder is touched: refused input leaves it as it was.
+        with Progress(f"{'training a BPE on' if self.kind == 'bpe' else 'reading'} {self.name}", corpus.bytes) as progress:
+            blocks = _counted(corpus.scan(), progress)
+            if self.kind == "bpe":
+                self.tokenizer = train_bpe(blocks, self.recipe["bpe_vocab_size"])
+            elif self.kind == "char":
+                self.tokenizer = _char_tokenizer(blocks)
+            else:
+                for _ in blocks:
+                    pass
+        if not corpus.documents_found:
+            raise DataError(f"dataset.source={where!r}: the corpus is empty; point it at a file or folder that holds text")
+        if self.kind == "char" and corpus.documents_found > 1 and "\n" not in self.tokenizer.stoi:
+            self.tokenizer = CharTokenizer(sorted([*self.tokenizer.itos, "\n"]))  # the separator of documents
+        bytes_per_char = corpus.bytes / max(corpus.characters, 1)
+        cut = int(corpus.characters * (1 - self.recipe["val_fraction"]))
+        units = _tail_split_units(corpus.documents(), cut)
+        with Progress(f"tokenizing {self.name}", corpus.bytes) as progress:
+            return self._write(units, lambda unit: progress.update(unit.chars * bytes_per_char))
+
+    def from_hub(self, hub: HubSource) -> dict:
+        if self.kind == "char":
+            raise DataError("dataset.tokenizer=char is for text files; a Hugging Face dataset needs gpt2, bpe, or a tokenizer.json")
+        if self.kind == "bpe":
+            records, count = hub.records()
+            with Progress(f"training a BPE on {self.name}", count, unit="docs") as progress:
+                self.tokenizer = train_bpe(_counted(records, progress, per_item=True), self.recipe["bpe_vocab_size"])
+        records, count = hub.records()
+        units = _document_split_units(records, self.recipe["val_fraction"])
+        with Progress(f"tokenizing {self.name}", count, unit="docs") as progress:
+            meta = self._write(units, lambda unit: progress.update(unit.size))
+        meta.update(hf_path=hub.path, hf_config=hub.config, hf_split=hub.split, text_field=hub.text_field)
+        return meta
+
+    def _write(self, units: Iterable[Unit], advance: Any) -> dict:
+        """Encode the units into temp token files; only once both are complete, replace the old
+        dataset (meta.json first, so that the folder never looks prepared in between)."""
+        tokenizer = self.tokenizer
+        assert tokenizer is not None
+        dtype = token_dtype(tokenizer.vocab_size)
+        encoder = ParallelEncoder(tokenizer, dtype, self.workers)
+        with TokenWriter(self.folder / "train.bin", dtype) as train, TokenWriter(self.folder / "val.bin", dtype) as val:
+            writers = {"train": train, "val": val}
+            for unit, ids in encoder.map(units):
+                writers[unit.split].append(ids)
+                advance(unit)
+            for split, writer in writers.items():
+                if not writer.tokens:
+                    raise DataError(
+                        f"dataset {self.name}: the {split} split is empty (dataset.val_fraction={self.recipe['val_fraction']}); "
+                        f"use a larger corpus or another dataset.val_fraction"
+                    )
+            (self.folder / "meta.json").unlink(missing_ok=True)
+            meta: dict[str, Any] = {"train_tokens": train.commit(), "val_tokens": val.commit()}
+        meta.update(vocab_size=tokenizer.vocab_size, dtype=dtype)
+        if isinstance(tokenizer, CharTokenizer):
+            meta["itos"] = tokenizer.itos
+        if isinstance(tokenizer, HFTokenizer):
+            atomic_write_bytes(self.folder / TOKENIZER_FILE, tokenizer.json.encode())
+            meta.update(tokenizer_file=TOKENIZER_FILE, tokenizer_json=tokenizer.json, eot_name=tokenizer.eot_name)
+            meta.setdefault("tokenizer_sha256", tokenizer.sha256)
+        return meta
 
 
-def _tokenize_documents(documents: list[str], folder: Path, val_fraction: float, tokenizer: str) -> dict:
-    """Split, tokenize and write the corpus. Within a split, documents are joined by a newline
-    (characters) or GPT-2's end-of-text token (BPE), so that one never runs into the next."""
-    splits = dict(zip(("train", "val"), _split_documents(documents, val_fraction)))
-    meta: dict = {"tokenizer": tokenizer}
-    if tokenizer == "char":
-        chars = sorted(set("\n".join(documents)))
-        if len(chars) > 2**16:
-            raise DataError(f"the corpus holds {len(chars):,} distinct characters, more than the 65,536 a uint16 token file can hold; use dataset.tokenizer=gpt2")
-        char_tokenizer = CharTokenizer(chars)
-        ids = {split: char_tokenizer.encode("\n".join(docs)) for split, docs in splits.items()}
-        meta.update(vocab_size=len(chars), itos=chars)
-    else:
-        bpe = gpt2_tokenizer()
-        ids = {}
-        for split, docs in splits.items():
-            ids[split] = []
-            for i, doc in enumerate(docs):
-                if i:
-                    ids[split].append(bpe.eot_token)
-                ids[split].extend(bpe.encode(doc))
-        meta.update(vocab_size=bpe.vocab_size)
-    for split, split_ids in ids.items():
-        atomic_write_bytes(folder / f"{split}.bin", np.array(split_ids, dtype=np.uint16).tobytes())
-        meta[f"{split}_tokens"] = len(split_ids)
-    return meta
+def _counted(items: Iterator[str], progress: Progress, per_item: bool = False) -> Iterator[str]:
+    for item in items:
+        yield item
+        progress.update(1 if per_item else len(item))
+
+
+def _char_tokenizer(blocks: Iterable[str]) -> CharTokenizer:
+    """The sorted distinct characters of the text, counted in numpy (a few hundred MB/s)."""
+    seen = np.zeros(0, dtype=bool)
+    for block in blocks:
+        points = np.frombuffer(block.encode("utf-32-le"), dtype=np.uint32)
+        counts = np.bincount(points)
+        if len(counts) > len(seen):
+            seen = np.concatenate([seen, np.zeros(len(counts) - len(seen), dtype=bool)])
+        seen[: len(counts)] |= counts > 0
+    return CharTokenizer([chr(point) for point in np.flatnonzero(seen)])
+
+
+def _tail_split_units(documents: Iterator[Iterator[str]], cut: int) -> Iterator[Unit]:
+    """Work units of the documents: their first `cut` characters in train, the rest in val (the
+    document at the cut is split in two). Within a split, SEPARATOR between two documents."""
+    split, unit, seen, first_in_split = "train", Unit("train"), 0, True
+    for document in documents:
+        starting = True
+        for piece in pieces(document):
+            if split == "train" and seen + len(piece) > cut:
+                head, piece = piece[: cut - seen], piece[cut - seen :]
+                if head:
+                    if starting and not first_in_split:
+                        unit.add(SEPARATOR)
+                    unit.add(head)
+                    starting = False
+                if unit.parts:
+                    yield unit
+                split, unit, seen, first_in_split = "val", Unit("val"), cut, True
+            if starting and not first_in_split:
+                unit.add(SEPARATOR)
+            unit.add(piece)
+            seen += len(piece)
+            starting = first_in_split = False
+            if unit.chars >= PIECE_CHARS:
+                yield unit
+                unit = Unit(split)
+    if unit.parts:
+        yield unit
+
+
+def _document_split_units(records: Iterator[str], val_fraction: float) -> Iterator[Unit]:
+    """Work units of the records: one in every 1/val_fraction (at a seeded random place in each
+    such stretch) goes to val, the others to train. Within a split, SEPARATOR between two records.
+    A unit's size is the number of records it finishes."""
+    units = {"train": Unit("train"), "val": Unit("val")}
+    started = {"train": False, "val": False}
+    for record, is_val in zip(records, _val_records(val_fraction)):
+        split = "val" if is_val else "train"
+        unit = units[split]
+        if started[split]:
+            unit.add(SEPARATOR)
+        started[split] = True
+        for piece in pieces([record]):
+            unit.add(piece)
+        unit.size += 1
+        if unit.chars >= PIECE_CHARS:
+            yield unit
+            units[split] = Unit(split)
+    for unit in units.values():
+        if unit.parts:
+            yield unit
+
+
+def _val_records(val_fraction: float) -> Iterator[bool]:
+    """For record 0, 1, 2, ...: whether it goes to val. The records are cut into stretches of
+    1/val_fraction (stretch k ends before record ceil((k+1)/val_fraction)); one record of each, at a
+    seeded random place, is val. So val holds val_fraction of the records to within one, spread over
+    the whole dataset, and the same records on every run."""
+    rng = np.random.default_rng(SPLIT_SEED)
+    for k in itertools.count():
+        start, end = math.ceil(k / val_fraction), math.ceil((k + 1) / val_fraction)
+        chosen = start + int(rng.integers(end - start))
+        for index in range(start, end):
+            yield index == chosen
 
 
 @contextmanager

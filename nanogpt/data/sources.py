@@ -1,45 +1,45 @@
 """The raw text of a dataset: the files that dataset.source names (a file, a folder or a glob),
-tiny Shakespeare (the packaged copy unless a source is given), the documents those files hold,
-and the fingerprint that tells whether the source changed since the dataset was prepared."""
+tiny Shakespeare (the packaged copy unless a source is given), the documents those files hold
+(read as a stream, never whole), and the fingerprint that tells whether the source changed since
+the dataset was prepared. Hugging Face datasets are the other kind of source: nanogpt/data/hub.py."""
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
+import itertools
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 from nanogpt.bundled import read_bundled
-from nanogpt.data.files import atomic_write_bytes
+from nanogpt.data.files import atomic_write_bytes, file_sha256
 from nanogpt.errors import DataError
 
 log = logging.getLogger(__name__)
 
 # The built-in datasets read from tiny Shakespeare.
 TINY_SHAKESPEARE_DATASETS = ("shakespeare_char", "shakespeare")
-# The files read from a dataset.source folder: your own text, or a local copy of openwebtext.
+# The files read from a dataset.source folder.
 CORPUS_SUFFIXES = (".txt", ".jsonl")
-OPENWEBTEXT_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 def source_files(name: str, folder: Path, source: str | None) -> list[Path]:
     """The raw text files: tiny Shakespeare's (dataset.source, the cached copy or the packaged one), or
-    those that dataset.source names. An empty list means openwebtext from the Hugging Face hub."""
+    those that dataset.source names."""
     if name in TINY_SHAKESPEARE_DATASETS:
         return [_tiny_shakespeare(name, folder, source)]
-    if source is None:
-        return []
-    path = Path(source).expanduser()
+    path = Path(str(source)).expanduser()
     if any(ch in source for ch in "*?["):
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
         if not files:
             raise DataError(f"dataset.source={source!r}: no file matches this pattern")
     elif path.is_dir():
-        suffixes = OPENWEBTEXT_SUFFIXES if name == "openwebtext" else CORPUS_SUFFIXES
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in suffixes)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in CORPUS_SUFFIXES)
         if not files:
-            raise DataError(f"dataset.source={source!r}: the folder holds no file of type {', '.join(suffixes)}")
+            raise DataError(f"dataset.source={source!r}: the folder holds no file of type {', '.join(CORPUS_SUFFIXES)}")
     elif path.is_file():
         files = [path]
     else:
@@ -62,80 +62,132 @@ def _tiny_shakespeare(name: str, folder: Path, source: str | None) -> Path:
     return cached
 
 
-def read_documents(files: list[Path], strict: bool) -> list[str]:
-    """The documents of the corpus, in file order: a .txt file is one document, each line of a
-    .jsonl file one document (its "text"). Empty files are skipped with a note."""
-    documents = []
-    for path in files:
-        text = _read_text(path) if strict else _read_corpus_file(path)
-        found = _jsonl_documents(path, text) if path.suffix == ".jsonl" else [text]
-        found = [doc for doc in found if doc]
-        if not found:
-            log.warning("%s is empty: skipped", path)
-        documents.extend(found)
-    return documents
+class Corpus:
+    """The documents of your own text files, read as a stream: a .txt file is one document, each
+    line of a .jsonl file one document (its "text"); empty ones are skipped. Iterate `scan()` once
+    first: it checks every file, picks each file's encoding and counts the corpus; `documents()`
+    then streams the same documents again, each as a sequence of text blocks, in file order."""
 
+    def __init__(self, files: list[Path], strict: bool):
+        self.files = files
+        # strict: UTF-8 only (the built-in datasets); else a file that is not UTF-8 is read as Latin-1.
+        self.strict = strict
+        self.encodings: dict[Path, str] = {}
+        self.characters = 0  # in the documents, without separators
+        self.documents_found = 0
+        self.bytes = sum(path.stat().st_size for path in files)
 
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    def scan(self) -> Iterator[str]:
+        """Every text block of the corpus, checking the files as it goes; afterwards `characters`,
+        `documents_found` and the encodings are known."""
+        for path in self.files:
+            self.encodings[path] = encoding = self._encoding(path)
+            documents = 0
+            for document in self._read(path, encoding):
+                documents += 1
+                for block in document:
+                    self.characters += len(block)
+                    yield block
+            if not documents:
+                log.warning("%s is empty: skipped", path)
+            self.documents_found += documents
 
+    def documents(self) -> Iterator[Iterator[str]]:
+        """The documents again (after scan()), each as an iterator of its text blocks."""
+        for path in self.files:
+            yield from self._read(path, self.encodings[path])
 
-def _read_corpus_file(path: Path) -> str:
-    """A file of your own corpus as text. UTF-8 is expected; a file that is not valid UTF-8 (older
-    text is often Latin-1 or Windows-1252) is read as Latin-1, which maps every byte to a character,
-    with a warning naming it. A NUL byte means the file is not text at all (binary, or UTF-16)."""
-    try:
-        payload = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror})") from None
-    if b"\0" in payload:
-        raise DataError(
-            f"{path} is not a text file (it holds NUL bytes: binary data, or UTF-16 text); "
-            f"remove it from dataset.source, or convert it to UTF-8"
-        )
-    try:
-        return payload.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        log.warning("%s is not UTF-8 (%s at byte %d): read as Latin-1", path, exc.reason, exc.start)
-        return payload.decode("latin-1")
-
-
-def _jsonl_documents(path: Path, text: str) -> list[str]:
-    documents = []
-    # Split on newlines only: JSON strings may hold raw U+2028 and other characters that
-    # str.splitlines() would also treat as line breaks.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
+    def _encoding(self, path: Path) -> str:
+        """UTF-8 (a BOM is dropped) if the whole file is valid UTF-8. Otherwise (older text is often
+        Latin-1 or Windows-1252) Latin-1, which maps every byte to a character, with a warning naming
+        the file; or, for the built-in datasets, an error. A NUL byte means the file is not text at all."""
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        offset = 0
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise DataError(f'{path}:{number}: not a JSON object with a "text" string, as every line of a .jsonl file must be')
-        documents.append(record["text"])
-    return documents
+            with open(path, "rb") as f:
+                while raw := f.read(READ_BLOCK):
+                    if b"\0" in raw:
+                        raise DataError(
+                            f"{path} is not a text file (it holds NUL bytes: binary data, or UTF-16 text); "
+                            f"remove it from dataset.source, or convert it to UTF-8"
+                        )
+                    try:
+                        decoder.decode(raw)
+                    except UnicodeDecodeError as exc:
+                        position = offset + exc.start - len(decoder.getstate()[0])
+                        if self.strict:
+                            raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {position})") from None
+                        log.warning("%s is not UTF-8 (%s at byte %d): read as Latin-1", path, exc.reason, position)
+                        return "latin-1"
+                    offset += len(raw)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:  # the file ends inside a character
+            if self.strict:
+                raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {offset - len(exc.object) + exc.start})") from None
+            log.warning("%s is not UTF-8 (%s at its end): read as Latin-1", path, exc.reason)
+            return "latin-1"
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read it ({exc.strerror})") from None
+        return "utf-8-sig"
+
+    def _read(self, path: Path, encoding: str) -> Iterator[Iterator[str]]:
+        try:
+            if path.suffix == ".jsonl":
+                yield from ([text] for text in _jsonl_documents(path, encoding))
+            else:
+                blocks = _text_blocks(path, encoding)
+                first = next(blocks, None)
+                if first is not None:
+                    yield itertools.chain([first], blocks)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+# Raw text is read and handed on in blocks of this many bytes, so that memory never holds more
+# than a few blocks of any file, however large.
+READ_BLOCK = 1 << 20
+
+
+def _text_blocks(path: Path, encoding: str) -> Iterator[str]:
+    """The text of a file (of a known-good encoding) in blocks of about READ_BLOCK bytes."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with open(path, "rb") as f:
+        while raw := f.read(READ_BLOCK):
+            if text := decoder.decode(raw):
+                yield text
+    if text := decoder.decode(b"", final=True):
+        yield text
+
+
+def _jsonl_documents(path: Path, encoding: str) -> Iterator[str]:
+    """The non-empty "text" of every record of a JSON lines file (of a known-good encoding)."""
+    with open(path, "rb") as f:
+        # Lines end at b"\n" only: JSON strings may hold raw U+2028 and other characters that
+        # str.splitlines() would also treat as line breaks.
+        for number, raw in enumerate(f, start=1):
+            line = raw.decode(encoding)
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise DataError(f'{path}:{number}: not a JSON object with a "text" string, as every line of a .jsonl file must be')
+            if record["text"]:
+                yield record["text"]
 
 
 def source_fingerprint(files: list[Path]) -> str | None:
     """What identifies the source: one file's sha256 (comparable with a published checksum), or
     a digest of every file's name and sha256; None for a download from the hub."""
     if len(files) == 1:
-        return _sha256(files[0])
+        return file_sha256(files[0])
     if not files:
         return None
     digest = hashlib.sha256()
     for path in files:
-        digest.update(f"{path}\0{_sha256(path)}\n".encode())
+        digest.update(f"{path}\0{file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
