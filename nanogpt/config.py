@@ -80,6 +80,8 @@ class DatasetConfig:
     # Where prepared datasets live (relative paths are relative to the launch directory).
     data_dir: str = "data"
     val_fraction: float = 0.1
+    # Seconds to wait for another process that is preparing the same dataset (null: as long as it takes).
+    prepare_wait_s: Optional[float] = None
 
 
 @dataclass
@@ -264,6 +266,8 @@ def validate_dataset(d: DictConfig | DatasetConfig) -> None:
         _require(str(d.tokenizer).strip() != "", "dataset.tokenizer", d.tokenizer, "must be char, gpt2, bpe or a tokenizer.json file or folder")
     if d.vocab_size is not None:
         _require(d.vocab_size > 0, "dataset.vocab_size", d.vocab_size, "must be a positive integer or null")
+    if d.prepare_wait_s is not None:
+        _require(d.prepare_wait_s >= 0, "dataset.prepare_wait_s", d.prepare_wait_s, "must be >= 0 or null")
 
 
 def validate_train(cfg: DictConfig | TrainConfig) -> None:

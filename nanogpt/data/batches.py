@@ -15,9 +15,12 @@ from nanogpt.errors import DataError
 class TokenFile:
     """The tokens of one split, memory-mapped, with random (input, target) windows drawn from it."""
 
-    def __init__(self, path: Path, block_size: int, device: str, dtype: str = "uint16"):
+    def __init__(self, path: Path, block_size: int, device: str, dtype: str = "uint16", vocab_size: int | None = None):
         self.path = path
         self.tokens = read_tokens(path, dtype)
+        # Ids at or above vocab_size mean a damaged file; checked per batch (a few microseconds), since
+        # reading a whole token file at every start would take seconds per GB.
+        self.vocab_size = vocab_size
         self.block_size = block_size
         self.device = torch.device(device)
         if len(self.tokens) < block_size + 1:
@@ -37,7 +40,14 @@ class TokenFile:
 
     def windows(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) for windows at `starts`; targets are the inputs shifted by one."""
-        windows = torch.from_numpy(self.tokens[starts.numpy()[:, None] + self._window].astype(np.int64))
+        ids = self.tokens[starts.numpy()[:, None] + self._window]
+        if self.vocab_size is not None and ids.size and int(ids.max()) >= self.vocab_size:
+            row, column = np.argwhere(ids >= self.vocab_size)[0]
+            raise DataError(
+                f"{self.path} is damaged: token {int(starts[row]) + int(column):,} is id {int(ids[row, column])}, outside the "
+                f"vocabulary of {self.vocab_size:,}; prepare the dataset again (nanogpt-prepare ... force=true)"
+            )
+        windows = torch.from_numpy(ids.astype(np.int64))
         if self.device.type == "cuda":
             windows = windows.pin_memory().to(self.device, non_blocking=True)
         elif self.device.type != "cpu":
@@ -47,5 +57,5 @@ class TokenFile:
 
 def open_splits(folder: Path, meta: dict, block_size: int, device: str) -> dict[str, TokenFile]:
     """The train and val token files of the dataset prepared in `folder` (`meta`: its meta.json)."""
-    dtype = meta.get("dtype", "uint16")
-    return {split: TokenFile(folder / f"{split}.bin", block_size, device, dtype) for split in ("train", "val")}
+    dtype, vocab_size = meta.get("dtype", "uint16"), meta["vocab_size"]
+    return {split: TokenFile(folder / f"{split}.bin", block_size, device, dtype, vocab_size) for split in ("train", "val")}

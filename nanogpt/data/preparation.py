@@ -18,6 +18,9 @@ import json
 import logging
 import math
 import os
+import re
+import socket
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,11 +50,20 @@ NAMED_TOKENIZERS = ("char", "gpt2", "bpe")
 DEFAULT_BPE_VOCAB_SIZE = 8192
 # The tokenizer of a bpe or file dataset, saved beside its token files.
 TOKENIZER_FILE = "tokenizer.json"
+# What a dataset name may be: one path component that is not hidden, "." or "..".
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 # Seed of the random choice of val records of a Hugging Face dataset (nanoGPT's split seed).
 SPLIT_SEED = 2357
 
 
 def dataset_dir(data_dir: str | os.PathLike, name: str) -> Path:
+    """The folder of dataset `name` under data_dir. The name is a plain folder name, whatever it came
+    from (the command line, or a checkpoint's stored config): never a path that could lead outside."""
+    if not PLAIN_NAME.fullmatch(str(name)):
+        raise DataError(
+            f"dataset.name={name!r} is invalid: a dataset name is a plain folder name (letters, digits, '.', '_', '-'; "
+            f"no '/', not starting with '.'); to read files elsewhere use dataset.source"
+        )
     return Path(data_dir).expanduser() / name
 
 
@@ -81,7 +93,7 @@ def prepare_config(dataset: Any, force: bool = False) -> dict:
         hub = HubSource(str(dataset.hf_path), dataset.hf_config, dataset.hf_split, dataset.text_field)
     return prepare(
         dataset.name, dataset.data_dir, dataset.source, dataset.val_fraction, force=force,
-        tokenizer=dataset.tokenizer, vocab_size=dataset.vocab_size, hub=hub,
+        tokenizer=dataset.tokenizer, vocab_size=dataset.vocab_size, hub=hub, wait_s=dataset.prepare_wait_s,
     )  # fmt: skip
 
 
@@ -95,10 +107,12 @@ def prepare(
     vocab_size: int | None = None,
     hub: HubSource | None = None,
     workers: int | None = None,
+    wait_s: float | None = None,
 ) -> dict:
     """Prepare dataset `name` unless a valid prepared copy (from the same source, with the same
     tokenizer and split) is there already. Safe to call from several processes at once: they take
-    turns on a lock file. `workers`: processes that tokenize (None: every core this process may use)."""
+    turns on a lock file. `workers`: processes that tokenize (None: every core this process may use);
+    `wait_s`: how long to wait for another process's preparation of the same dataset (None: no limit)."""
     kind = _tokenizer_kind(name, source, tokenizer, vocab_size, hub)
     given_tokenizer = tokenizer_from_file(str(tokenizer)) if kind == "file" else None
     recipe: dict[str, Any] = {"tokenizer": kind, "val_fraction": val_fraction}
@@ -107,34 +121,61 @@ def prepare(
     if given_tokenizer is not None:
         recipe["tokenizer_sha256"] = given_tokenizer.sha256
     folder = dataset_dir(data_dir, name)
-    folder.mkdir(parents=True, exist_ok=True)
-    with _locked(folder / ".prepare.lock"):
-        # Under the lock no other process is writing here: temp files are what a kill left behind.
-        for path in remove_temp_files(folder):
-            log.info("removed %s, left by an interrupted preparation", path)
-        meta = read_meta(folder)
-        same_recipe = bool(meta) and not force and all(meta.get(key) == value for key, value in recipe.items())
-        if same_recipe and source is None and hub is None:
-            return meta  # prepared before; without an explicit source there is nothing to compare
-        files = [] if hub is not None else source_files(name, folder, source)
-        fingerprint = hub.fingerprint() if hub is not None else source_fingerprint(files)
-        if same_recipe and meta.get("source_sha256") == fingerprint:
-            return meta
-        where = hub.describe() if hub is not None else source if source is not None else str(files[0])
-        log.info("preparing dataset %s from %s into %s", name, where, folder)
-        job = _Preparation(name, folder, kind, recipe, given_tokenizer, workers or worker_count())
-        if hub is not None:
-            meta = job.from_hub(hub)
-        else:
-            meta = job.from_files(files, where, strict=name in BUILTIN_TOKENIZERS)
-        meta.update(format=META_FORMAT, dataset=name, source=where, source_sha256=fingerprint, **recipe)
-        on_disk = {key: value for key, value in meta.items() if key != "tokenizer_json"}
-        atomic_write_bytes(folder / "meta.json", json.dumps(on_disk, indent=1, ensure_ascii=False).encode())
-        log.info(
-            "prepared %s: %s train / %s val tokens (%s), vocabulary %s",
-            name, f"{meta['train_tokens']:,}", f"{meta['val_tokens']:,}", meta["dtype"], f"{meta['vocab_size']:,}",
-        )  # fmt: skip
+    # A prepared dataset is read without the lock (meta.json lands last, atomically), so a dataset on
+    # a read-only disk, or one another process is re-preparing, is usable as it is.
+    meta = _prepared(folder, recipe, force, source, hub)
+    if meta is not None:
         return meta
+    created = not folder.exists()
+    try:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"dataset {name}: cannot create {folder} ({exc.strerror}); choose a writable dataset.data_dir") from None
+        with _locked(folder / LOCK_FILE, name, wait_s):
+            # Under the lock no other process is writing here: temp files are what a kill left behind.
+            for path in remove_temp_files(folder):
+                log.info("removed %s, left by an interrupted preparation", path)
+            meta = _prepared(folder, recipe, force, source, hub)  # another process may have just prepared it
+            if meta is not None:
+                return meta
+            return _prepare_now(name, folder, kind, recipe, given_tokenizer, source, hub, workers)
+    finally:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # a refused first preparation leaves no folder behind
+
+
+def _prepared(folder: Path, recipe: dict, force: bool, source: str | None, hub: HubSource | None) -> dict | None:
+    """The prepared dataset in `folder` if it is there, complete, and made by this recipe from this source."""
+    meta = read_meta(folder)
+    if meta is None or force or any(meta.get(key) != value for key, value in recipe.items()):
+        return None
+    if source is None and hub is None:
+        return meta  # a built-in dataset prepared before; without an explicit source there is nothing to compare
+    fingerprint = hub.fingerprint() if hub is not None else source_fingerprint(source_files(meta["dataset"], folder, source))
+    return meta if meta.get("source_sha256") == fingerprint else None
+
+
+def _prepare_now(
+    name: str, folder: Path, kind: str, recipe: dict, given: HFTokenizer | None, source: str | None, hub: HubSource | None, workers: int | None
+) -> dict:
+    files = [] if hub is not None else source_files(name, folder, source)
+    fingerprint = hub.fingerprint() if hub is not None else source_fingerprint(files)
+    where = hub.describe() if hub is not None else source if source is not None else str(files[0])
+    log.info("preparing dataset %s from %s into %s", name, where, folder)
+    job = _Preparation(name, folder, kind, recipe, given, workers or worker_count())
+    if hub is not None:
+        meta = job.from_hub(hub)
+    else:
+        meta = job.from_files(files, where, strict=name in BUILTIN_TOKENIZERS)
+    meta.update(format=META_FORMAT, dataset=name, source=where, source_sha256=fingerprint, **recipe)
+    on_disk = {key: value for key, value in meta.items() if key != "tokenizer_json"}
+    atomic_write_bytes(folder / "meta.json", json.dumps(on_disk, indent=1, ensure_ascii=False).encode())
+    log.info(
+        "prepared %s: %s train / %s val tokens (%s), vocabulary %s",
+        name, f"{meta['train_tokens']:,}", f"{meta['val_tokens']:,}", meta["dtype"], f"{meta['vocab_size']:,}",
+    )  # fmt: skip
+    return meta
 
 
 def _tokenizer_kind(name: str, source: str | None, tokenizer: str | None, vocab_size: int | None, hub: HubSource | None) -> str:
@@ -318,11 +359,53 @@ def _val_records(val_fraction: float) -> Iterator[bool]:
             yield index == chosen
 
 
+# Preparations of one dataset take turns on this file in its folder; it exists only while held.
+LOCK_FILE = ".prepare.lock"
+# How often a process waiting for another one's preparation says it is still waiting.
+WAIT_NOTICE_S = 60.0
+
+
 @contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+def _locked(path: Path, name: str, wait_s: float | None) -> Iterator[None]:
+    """Hold the preparation lock of a dataset. The holder writes its host and pid into the file, and
+    removes the file before letting go, so no lock file outlives a preparation; a process that was
+    waiting on the removed file notices (another inode at the path, or none) and tries again. A wait
+    is said once, naming the holder, then every minute; after `wait_s` seconds (None: no limit) it
+    gives up with one line."""
+    start = time.monotonic()
+    said = start - WAIT_NOTICE_S
+    while True:
         try:
-            yield
+            f = open(path, "a+")
+        except OSError as exc:
+            raise DataError(f"dataset {name}: cannot prepare it in {path.parent} ({exc.strerror}); choose a writable dataset.data_dir") from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            waited = time.monotonic() - start
+            if wait_s is not None and waited >= wait_s:
+                raise DataError(
+                    f"dataset {name}: {holder} has been preparing {path.parent} for {waited:.0f} s; gave up after "
+                    f"dataset.prepare_wait_s={wait_s:g} (let it finish, or stop it and run again)"
+                ) from None
+            if time.monotonic() - said >= WAIT_NOTICE_S:
+                log.info("dataset %s: waiting for %s, which is preparing %s (%.0f s so far)", name, holder, path.parent, waited)
+                said = time.monotonic()
+            time.sleep(0.2)
+            continue
+        try:
+            if not path.exists() or os.stat(path).st_ino != os.fstat(f.fileno()).st_ino:
+                continue  # the holder we waited for removed this file on its way out: take a fresh one
+            f.truncate(0)
+            f.write(f"{socket.gethostname()} pid {os.getpid()}")
+            f.flush()
+            try:
+                yield
+            finally:
+                path.unlink(missing_ok=True)
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+        return

@@ -52,6 +52,11 @@ def _tiny_shakespeare(name: str, folder: Path, source: str | None) -> Path:
     shipped inside the package (written to folder/input.txt): no download is ever needed."""
     if source is not None:
         path = Path(source).expanduser()
+        if path.is_dir():
+            raise DataError(
+                f"dataset.source={source!r} is a folder; dataset {name} reads one text file (pass its path, or source=null "
+                f"for the packaged copy; for a folder of text use dataset=text)"
+            )
         if not path.is_file():
             raise DataError(f"dataset.source={source!r}: no such file (pass the path of a text file, or source=null for the packaged copy)")
         return path
@@ -149,13 +154,18 @@ READ_BLOCK = 1 << 20
 
 
 def _text_blocks(path: Path, encoding: str) -> Iterator[str]:
-    """The text of a file (of a known-good encoding) in blocks of about READ_BLOCK bytes."""
+    """The text of a file (of a known-good encoding) in blocks of about READ_BLOCK bytes, with
+    Windows line ends ("\r\n") read as "\n", as Python's text files and nanoGPT read them: a corpus
+    means the same tokens whichever system saved it. A lone "\r" is kept."""
     decoder = codecs.getincrementaldecoder(encoding)()
+    held = ""  # a block's final "\r", until the next block shows whether "\n" follows it
     with open(path, "rb") as f:
         while raw := f.read(READ_BLOCK):
-            if text := decoder.decode(raw):
+            text = held + decoder.decode(raw)
+            held = "\r" if text.endswith("\r") else ""
+            if text := text[: len(text) - len(held)].replace("\r\n", "\n"):
                 yield text
-    if text := decoder.decode(b"", final=True):
+    if text := (held + decoder.decode(b"", final=True)).replace("\r\n", "\n"):
         yield text
 
 
@@ -165,7 +175,7 @@ def _jsonl_documents(path: Path, encoding: str) -> Iterator[str]:
         # Lines end at b"\n" only: JSON strings may hold raw U+2028 and other characters that
         # str.splitlines() would also treat as line breaks.
         for number, raw in enumerate(f, start=1):
-            line = raw.decode(encoding)
+            line = raw.decode(encoding)  # a "\r" before the "\n" is JSON whitespace; "\r\n" inside a text is JSON-escaped, and kept
             if not line.strip():
                 continue
             try:
