@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from nanogpt.errors import CheckpointError
+from nanogpt.errors import CheckpointError, first_line
+from nanogpt.model import GPT, GPTConfig
 
 CKPT_FORMAT = 1
 CKPT_NAMES = {"last": "ckpt_last.pt", "best": "ckpt_best.pt"}
@@ -96,6 +97,51 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{path}: not a nanogpt checkpoint (format {CKPT_FORMAT})")
     return state
+
+
+def check_model_args(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The checkpoint's model_args, once they are known to describe exactly the weights it holds.
+    Call it before building a GPT from a checkpoint: the sizes come from the file, and a crafted
+    one (64 layers x 16384 wide in 1.3 MB) must be refused before it allocates gigabytes. The
+    checks need no memory: counts and shapes first, then the model built on the meta device."""
+    for key in ("model_args", "model"):
+        if key not in state:
+            raise CheckpointError(f"{path}: not a usable model checkpoint (KeyError: {key!r})")
+    args, weights = state["model_args"], state["model"]
+    if not isinstance(args, dict) or not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        raise CheckpointError(f"{path}: not a usable model checkpoint (TypeError: model_args or model is not a dict of the right kind)")
+
+    def refuse(why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: its model_args do not match its weights ({why}); refused before building the model")
+
+    sizes = {key: args.get(key) for key in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")}
+    for key, value in sizes.items():
+        if type(value) is not int or value <= 0:
+            raise refuse(f"{key}={value!r} is not a positive integer")
+    embedding = weights.get("transformer.wte.weight")
+    if embedding is None or embedding.dim() != 2:
+        raise refuse("no 2-d transformer.wte.weight")
+    if tuple(embedding.shape) != (sizes["vocab_size"], sizes["n_embd"]):
+        held = "x".join(map(str, embedding.shape))
+        raise refuse(f"vocab_size={sizes['vocab_size']}, n_embd={sizes['n_embd']}, but the token embedding is {held}")
+    layers = {name.split(".")[2] for name in weights if name.startswith("transformer.h.")}
+    if len(layers) != sizes["n_layer"]:
+        raise refuse(f"n_layer={sizes['n_layer']}, but the weights hold {len(layers)} layers")
+    if sizes["n_embd"] % sizes["n_head"]:
+        raise refuse(f"n_embd={sizes['n_embd']} is not divisible by n_head={sizes['n_head']}")
+    try:
+        with torch.device("meta"):  # parameters without storage: shapes only
+            expected = GPT(GPTConfig(**args)).state_dict()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise refuse(first_line(exc)) from None
+    for name in sorted(expected.keys() | weights.keys()):
+        if name not in weights:
+            raise refuse(f"{name} is missing")
+        if name not in expected:
+            raise refuse(f"unexpected {name}")
+        if expected[name].shape != weights[name].shape:
+            raise refuse(f"{name} is {tuple(weights[name].shape)}, model_args give {tuple(expected[name].shape)}")
+    return args
 
 
 def capture_rng_state() -> dict[str, Any]:

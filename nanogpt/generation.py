@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, checkpoint_path, load_checkpoint
+from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, check_model_args, checkpoint_path, load_checkpoint
 from nanogpt.config import ConfigError, SystemConfig, validate_generation, validate_system
 from nanogpt.data import DataError, Tokenizer, load_tokenizer
 from nanogpt.model import GPT, GPTConfig, KVCache
@@ -210,8 +210,9 @@ def load_model(run_dir: Path, which: str, device: str) -> tuple[GPT, dict, Path]
     if which == "best" and not path.is_file() and checkpoint_path(run_dir, "last").is_file():
         path = checkpoint_path(run_dir, "last")
     state = load_checkpoint(path, map_location="cpu")
+    model_args = check_model_args(state, path)  # before GPT(...) allocates what they say
     try:
-        model = GPT(GPTConfig(**state["model_args"]))
+        model = GPT(GPTConfig(**model_args))
         model.load_state_dict(state["model"])
         meta = json.loads(state["dataset_meta"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
