@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nanogpt.errors import CheckpointError, first_line
+from nanogpt.errors import CheckpointError, StorageError, first_line, storage_error, storage_fault
 from nanogpt.model import GPT, GPTConfig
 
 CKPT_FORMAT = 1
@@ -36,10 +36,13 @@ def keep_snapshot(run_dir: Path, iter_num: int, keep_last_k: int) -> None:
     newest keep_last_k such snapshots."""
     last = checkpoint_path(run_dir, "last")
     snapshot = run_dir / f"ckpt_iter_{iter_num:07d}.pt"
-    snapshot.unlink(missing_ok=True)
-    os.link(last, snapshot)
-    for old in sorted(run_dir.glob("ckpt_iter_*.pt"))[:-keep_last_k]:
-        old.unlink()
+    try:
+        snapshot.unlink(missing_ok=True)
+        os.link(last, snapshot)
+        for old in sorted(run_dir.glob("ckpt_iter_*.pt"))[:-keep_last_k]:
+            old.unlink()
+    except OSError as exc:
+        raise storage_error(exc) from None
 
 
 def all_checkpoints(run_dir: Path) -> list[Path]:
@@ -50,9 +53,13 @@ def all_checkpoints(run_dir: Path) -> list[Path]:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` so that a crash at any moment leaves either the old file or the
-    new one, never a mix: temp file in the same folder, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    new one, never a mix: temp file in the same folder, fsync, rename, fsync the folder. A full,
+    read-only or forbidden disk raises StorageError naming the file; the old file stays."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise storage_error(exc, path) from None
     try:
         os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "wb") as f:
@@ -60,14 +67,19 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        # torch.save reports a failed write as a RuntimeError ("unexpected pos ..."), raised while
+        # handling the OSError that says why.
+        if isinstance(exc, (OSError, RuntimeError)):
+            fault = storage_fault(exc)
+            raise storage_error(fault, path) if fault else StorageError(f"{path}: writing it failed ({first_line(exc)})") from None
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def default_file_mode() -> int:

@@ -14,20 +14,26 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from nanogpt.errors import USER_ERRORS, TrainingError
+from nanogpt.errors import (
+    EXIT_STORAGE_ERROR,
+    EXIT_TRAINING_ERROR,
+    EXIT_USER_ERROR,
+    USER_ERRORS,
+    StorageError,
+    TrainingError,
+    storage_error,
+    storage_fault,
+)
 
 T = TypeVar("T")
 
 # The console command of each primary config (`python -m nanogpt.<module>` does the same).
 COMMANDS = {"config": "nanogpt-train", "sample": "nanogpt-sample", "prepare": "nanogpt-prepare", "export": "nanogpt-export"}
-
-EXIT_USER_ERROR = 2
-EXIT_TRAINING_ERROR = 1
 
 
 # Taken when the entry module is imported, i.e. before Hydra creates the run folder.
@@ -64,7 +70,15 @@ def launch(main: Callable[[], Any], config_name: str) -> None:
     sys.argv[1:] = quote_free_text(argv, config_name)
     register_configs()
     with one_line_hydra_errors(config_name):
-        main()
+        try:
+            main()
+        except Exception as exc:
+            # Hydra writes into the run folder before our task runs (its log file, the config
+            # copy): a read-only or full disk fails there, as a ValueError of logging's.
+            fault = storage_fault(exc)
+            if fault is None:
+                raise
+            exit_storage_error(storage_error(fault))
 
 
 def _console_command(config_name: str, module: str) -> Callable[[], None]:
@@ -98,7 +112,8 @@ export = _console_command("export", "nanogpt.export")
 
 def run_or_exit(task: Callable[[], T], undo: Callable[[], None] | None = None) -> T:
     """Run task(); on a user error run undo() (removing what Hydra wrote for this command),
-    print `error: <message>` and exit with status 2."""
+    print `error: <message>` and exit with status 2; on a storage fault (disk full, read-only,
+    permission denied) print it and exit with status 3, leaving the run folder as it is."""
     try:
         return task()
     except USER_ERRORS as exc:
@@ -109,6 +124,18 @@ def run_or_exit(task: Callable[[], T], undo: Callable[[], None] | None = None) -
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_TRAINING_ERROR) from None
+    except StorageError as exc:
+        exit_storage_error(exc)
+    except OSError as exc:  # a write of metrics, plots or data to a full or read-only disk
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        exit_storage_error(storage_error(fault))
+
+
+def exit_storage_error(exc: StorageError) -> NoReturn:
+    print(f"error: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_STORAGE_ERROR) from None
 
 
 def run_sweep_job(task: Callable[[], float], run_dir: Path) -> float:
@@ -116,13 +143,20 @@ def run_sweep_job(task: Callable[[], float], run_dir: Path) -> float:
     sweep report lists it as failed) and scores +inf for sweepers, while the other jobs go on."""
     try:
         return task()
-    except (*USER_ERRORS, TrainingError) as exc:
+    except (*USER_ERRORS, TrainingError, StorageError) as exc:
         message = str(exc)
     except Exception as exc:  # any crash of one job must not stop the sweep
-        logging.getLogger(__name__).exception("job failed")
-        message = f"{type(exc).__name__}: {exc}"
+        fault = storage_fault(exc)
+        if fault is not None:
+            message = str(storage_error(fault))
+        else:
+            logging.getLogger(__name__).exception("job failed")
+            message = f"{type(exc).__name__}: {exc}"
     print(f"error: {message}", file=sys.stderr, flush=True)
-    (run_dir / "error.txt").write_text(message + "\n")
+    try:
+        (run_dir / "error.txt").write_text(message + "\n")
+    except OSError:
+        pass  # the disk that failed the job may refuse this too; the sweep goes on regardless
     return math.inf
 
 

@@ -1,20 +1,102 @@
-"""Faults of the machine rather than of the input, each met for real. Here: a checkpoint whose
-model_args describe a model far larger than its weights is refused in one line before anything
-is allocated."""
+"""Faults of the machine rather than of the input, each met for real: a disk that fills up while a
+checkpoint is written, a run folder on a read-only disk, and a checkpoint whose model_args
+describe a model far larger than its weights. Each ends in one
+`error:` line that names the file and the cause; storage faults exit with status 3 (bad input is 2),
+and the checkpoints already on disk stay intact."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nanogpt.checkpoint import CKPT_FORMAT, check_model_args, load_checkpoint, save_checkpoint
-from nanogpt.errors import CheckpointError
+from nanogpt.errors import EXIT_STORAGE_ERROR, CheckpointError
 from nanogpt.model import GPT, GPTConfig
-from tests.conftest import ROOT, cli_env, one_line_error
+from tests.conftest import ROOT, TINY, cli_env, one_line_error, run_cli
+
+RUN = (*TINY, "eval_interval=4", "log_interval=2")
+
+
+def storage_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The single `error: ...` line of a command stopped by a storage fault (exit status 3)."""
+    assert proc.returncode == EXIT_STORAGE_ERROR, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of its own: a disk that can really fill up or turn read-only."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI and the dev container run as root)")
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (no CAP_SYS_ADMIN?): {proc.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def trained_run(run_dir: Path, data_dir: Path) -> str:
+    """Train a tiny run into run_dir (4 iterations, one checkpoint); the digest of its ckpt_last."""
+    run_cli("nanogpt.train", *RUN, "max_iters=4", f"dataset.data_dir={data_dir}", f"hydra.run.dir={run_dir}")
+    return digest(run_dir / "ckpt_last.pt")
+
+
+def resume(run_dir: Path) -> subprocess.CompletedProcess:
+    return run_cli("nanogpt.train", "init_from=resume", f"run_dir={run_dir}", "max_iters=8", check=False)
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_old_checkpoint(small_disk, data_dir):
+    run_dir = small_disk / "run"
+    before = trained_run(run_dir, data_dir)
+    # Leave 100 kB: room for the resumed run's config copy and log lines, not for a 370 kB checkpoint.
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    with open(small_disk / "filler", "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, free - 100_000)
+
+    line = storage_error_line(resume(run_dir))
+    assert line.startswith(f"error: {run_dir}/ckpt_") and "disk full (no space left on device)" in line
+    assert digest(run_dir / "ckpt_last.pt") == before and load_checkpoint(run_dir / "ckpt_last.pt")["iter_num"] == 4
+    assert not list(run_dir.glob(".*.tmp"))  # the half-written temp file is gone
+
+
+def test_a_read_only_run_folder_on_resume_is_one_line(small_disk, data_dir):
+    run_dir = small_disk / "run"
+    before = trained_run(run_dir, data_dir)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+
+    line = storage_error_line(resume(run_dir))
+    assert line.startswith(f"error: {run_dir}/") and "read-only file system" in line
+    assert digest(run_dir / "ckpt_last.pt") == before
+
+
+def test_a_run_folder_that_cannot_be_created_is_one_line(small_disk, data_dir):
+    parent = small_disk / "frozen"
+    parent.mkdir()
+    subprocess.run(["chattr", "+i", str(parent)], check=True)  # root ignores chmod, not the immutable flag
+    try:
+        proc = run_cli("nanogpt.train", *RUN, "max_iters=4", f"dataset.data_dir={data_dir}", f"hydra.run.dir={parent / 'run'}", check=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(parent)], check=True)
+    assert storage_error_line(proc) == (
+        f"error: {parent / 'run'}: operation not permitted; make the folder writable for this user or use another folder"
+    )
 
 
 # ----------------------------------------------------------------------------- untrusted shapes
