@@ -36,6 +36,10 @@ T = TypeVar("T")
 COMMANDS = {"config": "nanogpt-train", "sample": "nanogpt-sample", "prepare": "nanogpt-prepare", "export": "nanogpt-export"}
 
 
+# Set by the sweep report (nanogpt.report.SweepReport) when runs of a multirun failed: the
+# command exits 1 with this line once Hydra is done, i.e. after every job ran.
+sweep_failures = ""
+
 # Taken when the entry module is imported, i.e. before Hydra creates the run folder.
 PROCESS_START = time.time()
 HYDRA_FILES = {".hydra", "train.log"}
@@ -79,6 +83,9 @@ def launch(main: Callable[[], Any], config_name: str) -> None:
             if fault is None:
                 raise
             exit_storage_error(storage_error(fault))
+    if sweep_failures:
+        print(f"error: {sweep_failures}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_TRAINING_ERROR)
 
 
 def _console_command(config_name: str, module: str) -> Callable[[], None]:

@@ -30,6 +30,9 @@ from nanogpt.metrics import loss_axis, read_metrics
 
 log = logging.getLogger(__name__)
 
+# Runs that ended without a result: their best val loss is no result, and a sweep with any exits 1.
+FAILED = ("failed", "crashed")
+
 
 class ReportError(RuntimeError):
     """Nothing to report on; printed as one line."""
@@ -65,12 +68,14 @@ def summarise(run_dir: Path) -> RunSummary:
     ends = [r for r in records if r.get("event") == "end"]
     last = records[-1] if records else {}
     speeds = sorted(r["tokens_per_sec"] for r in trains if r.get("tokens_per_sec"))
+    status = ends[-1]["status"] if ends and ends[-1]["iter"] == last.get("iter") else _unfinished_status(run_dir)
     return RunSummary(
         path=run_dir,
         overrides=_overrides(run_dir),
         dataset=_dataset(run_dir),
-        status=ends[-1]["status"] if ends and ends[-1]["iter"] == last.get("iter") else _unfinished_status(run_dir),
-        best_val_loss=min((r["val_loss"] for r in evals), default=None),
+        status=status,
+        # A failed run's evaluations before it diverged (its iter-0 loss, say) are no result.
+        best_val_loss=None if status == "failed" else min((r["val_loss"] for r in evals), default=None),
         iters=max((r.get("iter", 0) for r in records), default=0),
         tokens=max((r.get("tokens", 0) for r in records), default=0),
         wall_s=max((r["time"] for r in records if isinstance(r.get("time"), (int, float))), default=None),
@@ -150,7 +155,9 @@ def sort_key(run: RunSummary) -> tuple[bool, float]:
 def table_rows(runs: list[RunSummary], root: Path) -> tuple[list[str], list[list[str]]]:
     keys = varying_keys(runs)
     show_dataset = len({r.dataset for r in runs}) > 1
-    header = ["run", *keys, *(["dataset"] if show_dataset else []), "best val loss", "iters", "tokens", "wall time", "tokens/s", "status"]
+    show_error = any(r.error for r in runs)
+    header = ["run", *keys, *(["dataset"] if show_dataset else []), "best val loss", "iters", "tokens", "wall time", "tokens/s"]
+    header += [*(["error"] if show_error else []), "status"]
     rows = []
     for r in sorted(runs, key=sort_key):
         name = str(r.path.relative_to(root)) if r.path != root else "."
@@ -162,6 +169,7 @@ def table_rows(runs: list[RunSummary], root: Path) -> tuple[list[str], list[list
             str(r.iters), str(r.tokens),
             f"{r.wall_s:.0f}s" if r.wall_s is not None else "-",
             f"{r.tokens_per_sec:,.0f}" if r.tokens_per_sec else "-",
+            *([r.error if r.status in FAILED else ""] if show_error else []),
             r.status,
         ])
     return header, rows
@@ -208,14 +216,21 @@ def plot_sweep(runs: list[RunSummary], out_path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def report(root: Path, out_dir: Path | None = None) -> str:
-    """Summarise the runs under root; write summary.csv, summary.md and sweep.png; return the table."""
-    root = root.resolve()
+def collect_runs(root: Path) -> list[RunSummary]:
+    """The summary of every run under root."""
     if not root.is_dir():
         raise ReportError(f"{root}: no such folder")
     runs = [summarise(p) for p in find_runs(root)]
     if not runs:
         raise ReportError(f"{root} holds no runs (no metrics.jsonl below it); pass a run folder or a sweep folder")
+    return runs
+
+
+def report(root: Path, out_dir: Path | None = None, runs: list[RunSummary] | None = None) -> str:
+    """Summarise the runs under root (or the given summaries of them); write summary.csv,
+    summary.md and sweep.png; return the table."""
+    root = root.resolve()
+    runs = runs if runs is not None else collect_runs(root)
     out_dir = out_dir or root
     header, rows = table_rows(runs, root)
     text = format_table(header, rows)
@@ -235,12 +250,21 @@ class SweepReport(Callback):
     """Hydra callback: when a multirun ends, write the report into its sweep folder."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        from nanogpt import cli
+
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
         try:
-            print(report(sweep_dir), flush=True)
+            runs = collect_runs(sweep_dir)
+            print(report(sweep_dir, runs=runs), flush=True)
             print(f"sweep summary: {sweep_dir / 'summary.md'}, {sweep_dir / 'sweep.png'}", flush=True)
         except ReportError as exc:
             print(f"sweep summary: {exc}", flush=True)
+            return
+        failed = [r for r in runs if r.status in FAILED]
+        if failed:
+            # The command exits 1 once Hydra is done (nanogpt.cli.launch): a script or CI that runs
+            # a sweep must see its failures without reading the table.
+            cli.sweep_failures = f"{len(failed)} of {len(runs)} runs of the sweep failed; the reasons are in {sweep_dir / 'summary.md'}"
 
 
 def main(argv: list[str] | None = None) -> int:
