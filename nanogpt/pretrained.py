@@ -17,7 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import urllib.error
+import urllib.request
 import zipfile
+from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -114,13 +117,17 @@ def _hub_folder(init_from: str) -> Path:
         if all(isinstance(path, str) for path in cached):
             return Path(cached[0]).parent
         try:
-            # One request without retries: does the hub answer at all?
-            huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo, HUB_FILES[0]), timeout=HUB_PROBE_TIMEOUT_S)
-        except HfHubHTTPError:
+            # One request without retries: does the hub answer at all? Plain urllib, because
+            # huggingface_hub's first request first fetches a registry for its user agent,
+            # with a timeout of its own, which doubled the wait of an unreachable hub.
+            request = urllib.request.Request(huggingface_hub.hf_hub_url(repo, HUB_FILES[0]), method="HEAD")
+            urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S).close()
+        except urllib.error.HTTPError:
             pass  # it answers; the download below reports what it said
-        except Exception as exc:  # noqa: BLE001 - the HTTP client's own errors (requests or httpx, by huggingface_hub version)
+        except (OSError, HTTPException, ValueError) as exc:
             host = urlparse(constants.ENDPOINT).netloc
-            raise CheckpointError(f"{not_cached} and {host} cannot be reached ({first_line(exc)}); connect once, or {local_copy}") from None
+            reason = first_line(exc.reason if isinstance(exc, urllib.error.URLError) else exc)  # not "<urlopen error ...>"
+            raise CheckpointError(f"{not_cached} and {host} cannot be reached ({reason}); connect once, or {local_copy}") from None
     try:
         for filename in HUB_FILES:
             path = Path(huggingface_hub.hf_hub_download(repo, filename))

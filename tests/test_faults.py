@@ -1,6 +1,6 @@
 """Faults of the machine rather than of the input, each met for real: a disk that fills up while a
-checkpoint is written, a run folder on a read-only disk, and a checkpoint whose model_args
-describe a model far larger than its weights. Each ends in one
+checkpoint is written, a run folder on a read-only disk, a checkpoint whose model_args describe a
+model far larger than its weights, and a Hugging Face hub that cannot be reached. Each ends in one
 `error:` line that names the file and the cause; storage faults exit with status 3 (bad input is 2),
 and the checkpoints already on disk stay intact."""
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +155,50 @@ def test_sampling_a_crafted_checkpoint_is_refused_before_allocating(tmp_path):
     )
     peak_kib = int(proc.stdout.split()[-1])
     assert peak_kib < 1_000_000, f"peak memory {peak_kib / 1e6:.1f} GB"
+
+
+# ----------------------------------------------------------------------------- no network
+
+
+@pytest.fixture
+def silent_server() -> Iterator[socket.socket]:
+    """An endpoint that accepts connections and never answers: a hub behind a dead proxy. The
+    kernel completes the connections, so they wait in its queue to be counted."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server
+
+
+def connections(server: socket.socket) -> int:
+    server.setblocking(False)
+    count = 0
+    try:
+        while True:
+            server.accept()[0].close()
+            count += 1
+    except BlockingIOError:
+        return count
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9", "silent"])
+def test_init_from_gpt2_without_a_network_fails_fast_in_one_line(bpe_data_dir, tmp_path, endpoint, request):
+    server = request.getfixturevalue("silent_server") if endpoint == "silent" else None
+    if server is not None:
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    # Online as far as huggingface_hub knows (HF_HUB_OFFLINE=0), with an empty cache.
+    env = {"HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf_home"), "HF_ENDPOINT": endpoint}
+    started = time.monotonic()
+    proc = run_cli(
+        "nanogpt.train", "init_from=gpt2", "dataset=shakespeare", f"dataset.data_dir={bpe_data_dir}", "max_iters=2",
+        "system.device=cpu", f"hydra.run.dir={tmp_path / 'run'}", env=env, check=False, timeout=60,
+    )
+    elapsed = time.monotonic() - started
+    host = endpoint.removeprefix("http://")
+    assert one_line_error(proc).startswith(f"error: init_from=gpt2: OpenAI's GPT-2 weights (openai-community/gpt2) are not in the Hugging Face cache and {host} cannot be reached (")
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert len(lines) == len(set(lines)) and "warn" not in proc.stdout.lower(), proc.stdout
+    assert not (tmp_path / "run").exists()
+    if server is not None:  # one request that timed out, not one per retry or helper request
+        assert connections(server) == 1
