@@ -17,6 +17,7 @@ import torch
 from nanogpt.data import DataError, TokenFile, dataset_dir, prepare, read_meta
 from nanogpt.data import preparation
 from tests.conftest import ROOT, TINY, cli_env, one_line_error, run_cli
+from tests.test_faults import small_disk  # noqa: F401 - a fixture: a real 4 MiB tmpfs
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "", "/etc"])
@@ -58,9 +59,9 @@ def test_a_read_only_prepared_dataset_trains(tmp_path, shakespeare_path):
             (ro / "probe").write_text("x")  # really read-only, even for root
         proc = run_cli("nanogpt.train", *TINY, f"dataset.data_dir={ro}", "max_iters=2", "eval_interval=2", f"hydra.run.dir={tmp_path / 'run'}")
         assert "train.bin" not in proc.stderr and (tmp_path / "run" / "ckpt_last.pt").is_file()
-        # Preparing something new there is refused in one line.
+        # Preparing something new there is refused in one line, with the exit code of a disk fault.
         other = run_cli("nanogpt.prepare", "dataset=text", "dataset.name=new", f"dataset.source={shakespeare_path}", f"dataset.data_dir={ro}", check=False)
-        assert "cannot create" in one_line_error(other) and "Read-only file system" in other.stderr
+        assert other.returncode == 3 and other.stderr.strip() == f"error: {ro / 'new'}: read-only file system; remount it read-write or copy the folder to a writable place"
     finally:
         subprocess.run(["umount", str(ro)], check=False)
 
@@ -156,3 +157,19 @@ def preparation_read_block() -> int:
     from nanogpt.data.sources import READ_BLOCK
 
     return READ_BLOCK
+
+
+def test_a_full_disk_during_a_preparation_is_one_line_and_keeps_the_old_dataset(small_disk, shakespeare_path):
+    """A 4 MiB disk: tiny Shakespeare's characters (2.2 MB of uint16) fit; four times that do not."""
+    data = small_disk / "data"
+    run_cli("nanogpt.prepare", "dataset=text", "dataset.name=mine", f"dataset.source={shakespeare_path}", "dataset.tokenizer=char", f"dataset.data_dir={data}")
+    folder = dataset_dir(data, "mine")
+    before = read_meta(folder)
+    corpus = small_disk.parent / "big.txt"  # the source lives off the small disk
+    corpus.write_text(shakespeare_path.read_text() * 4)
+    proc = run_cli("nanogpt.prepare", "dataset=text", "dataset.name=mine", f"dataset.source={corpus}", "dataset.tokenizer=char", f"dataset.data_dir={data}", check=False)
+    assert proc.returncode == 3, proc.stderr
+    line = proc.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: {folder}/") and line.endswith("disk full (no space left on device); free some space or write to another disk")
+    assert read_meta(folder) == before  # the old dataset, untouched
+    assert not list(folder.glob(".*.tmp")) and not (folder / ".prepare.lock").exists()

@@ -35,7 +35,7 @@ from nanogpt.data.progress import Progress
 from nanogpt.data.sources import Corpus, source_files, source_fingerprint
 from nanogpt.data.tokenizers import CharTokenizer, HFTokenizer, Tokenizer, gpt2_tokenizer, tokenizer_from_file, train_bpe
 from nanogpt.data.tokens import DTYPES, TokenWriter, token_dtype
-from nanogpt.errors import DataError
+from nanogpt.errors import DataError, storage_error, storage_fault
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def prepare(
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DataError(f"dataset {name}: cannot create {folder} ({exc.strerror}); choose a writable dataset.data_dir") from None
+            raise _cannot_write(exc, folder) from None
         with _locked(folder / LOCK_FILE, name, wait_s):
             # Under the lock no other process is writing here: temp files are what a kill left behind.
             for path in remove_temp_files(folder):
@@ -359,6 +359,14 @@ def _val_records(val_fraction: float) -> Iterator[bool]:
             yield index == chosen
 
 
+def _cannot_write(exc: OSError, folder: Path) -> Exception:
+    """A dataset folder that cannot be written: a disk fault (exit 3) or, say, a file in the way (exit 2)."""
+    fault = storage_fault(exc)
+    if fault is not None:
+        return storage_error(fault, folder)
+    return DataError(f"cannot create the dataset folder {folder} ({exc.strerror}); choose another dataset.data_dir")
+
+
 # Preparations of one dataset take turns on this file in its folder; it exists only while held.
 LOCK_FILE = ".prepare.lock"
 # How often a process waiting for another one's preparation says it is still waiting.
@@ -378,7 +386,7 @@ def _locked(path: Path, name: str, wait_s: float | None) -> Iterator[None]:
         try:
             f = open(path, "a+")
         except OSError as exc:
-            raise DataError(f"dataset {name}: cannot prepare it in {path.parent} ({exc.strerror}); choose a writable dataset.data_dir") from None
+            raise _cannot_write(exc, path.parent) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -12,6 +12,7 @@ from types import TracebackType
 import numpy as np
 
 from nanogpt.data.files import sync_and_replace
+from nanogpt.errors import storage_error, storage_fault
 
 UINT16_VOCAB_LIMIT = 2**16
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
@@ -40,13 +41,19 @@ class TokenWriter:
         self.tokens = 0
 
     def append(self, ids: np.ndarray) -> None:
-        self.file.write(ids.astype(self.dtype, copy=False).tobytes())
+        try:
+            self.file.write(ids.astype(self.dtype, copy=False).tobytes())
+        except OSError as exc:
+            raise _named(exc, self.path) from exc
         self.tokens += len(ids)
 
     def commit(self) -> int:
         """Make the written tokens `path` (fsynced, renamed atomically); returns their count."""
-        self.file.close()
-        sync_and_replace(self.tmp, self.path)
+        try:
+            self.file.close()
+            sync_and_replace(self.tmp, self.path)
+        except OSError as exc:
+            raise _named(exc, self.path) from exc
         return self.tokens
 
     def discard(self) -> None:
@@ -59,3 +66,9 @@ class TokenWriter:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         if not self.file.closed or kind is not None:
             self.discard()
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """A disk fault (full, read-only, ...) as one line naming the file being written; other errors as they are."""
+    fault = storage_fault(exc)
+    return storage_error(fault, path) if fault is not None else exc
