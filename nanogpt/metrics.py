@@ -51,6 +51,22 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def keep_metrics_until(path: Path, iter_num: int | None) -> None:
+    """Drop the records after iter_num (all of them for None: a fresh start), so that a reader
+    sees each iteration once. A resumed run writes the records after its checkpoint again,
+    identically; a run restarted from scratch writes all of its own. The file is replaced by
+    rename, so a kill meanwhile leaves the old one (and a temp file the next start removes)."""
+    if not path.exists():
+        return
+    if iter_num is None:
+        path.unlink()
+        return
+    kept = [r for r in read_metrics(path) if r.get("iter", 0) <= iter_num]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    tmp.replace(path)
+
+
 def loss_axis(ax: Any, values: list[float]) -> None:
     """A log y-axis where the losses span a wide range (early training), with plain tick labels."""
     from matplotlib.ticker import FormatStrFormatter

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from nanogpt.cli import PROCESS_START
 from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, all_checkpoints, load_checkpoint
 from nanogpt.config import ConfigError
 from nanogpt.distributed import env_rank
 from nanogpt.free_text import as_text
+from nanogpt.runlock import LOCK_NAME, holder
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +83,14 @@ def resolve_run_dir(init_from: str, run_dir: str | None, new_dir: str) -> str:
 def hydra_output_subdir(init_from: str, timestamp: str) -> str | None:
     """Where Hydra saves the composed config (resolver `nanogpt.output_subdir`): a resumed run keeps
     the original `.hydra/` and records each resume's config and overrides beside it. Under DDP
-    only rank 0 writes it."""
+    only rank 0 writes it, and nobody writes into a folder that a live run holds: the command is
+    refused a moment later (nanogpt.runlock) and must leave that run's config as it was."""
+    from hydra.core.hydra_config import HydraConfig
+
     if env_rank() != 0:
+        return None
+    output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None) if HydraConfig.initialized() else None
+    if output_dir is not None and holder(Path(output_dir)) is not None:
         return None
     return ".hydra" if init_from != "resume" else f".hydra/resume-{timestamp}"
 
@@ -129,11 +137,22 @@ def job_dirname(num: int, task_overrides: Any) -> str:
 
 
 def find_latest_run(outputs_root: Path) -> Path | None:
-    """The run folder under outputs_root whose checkpoint was written most recently."""
-    candidates = [p for name in CKPT_NAMES.values() for p in outputs_root.glob(f"**/{name}")]
+    """The run folder under outputs_root whose checkpoint was written most recently, among those
+    that no live process is training (see live_runs)."""
+    candidates = [p for name in CKPT_NAMES.values() for p in outputs_root.glob(f"**/{name}") if holder(p.parent) is None]
     if not candidates:
         return None
     return max(candidates, key=lambda p: p.stat().st_mtime).parent
+
+
+def live_runs(outputs_root: Path) -> list[str]:
+    """"<folder> (pid P on host H)" for each run folder under outputs_root that a live process holds."""
+    found = []
+    for lock in sorted(outputs_root.glob(f"**/{LOCK_NAME}")):
+        who = holder(lock.parent)
+        if who is not None:
+            found.append(f"{lock.parent} ({who})")
+    return found
 
 
 def load_newest_valid(run_dir: Path) -> tuple[dict[str, Any], Path]:
@@ -153,6 +172,45 @@ def load_newest_valid(run_dir: Path) -> tuple[dict[str, Any], Path]:
             log.warning("resuming from %s instead", path)
         return state, path
     raise CheckpointError("; ".join(errors))
+
+
+# What makes a checkpoint its run's: the architecture and the data it was trained on. Everything
+# in the model and dataset groups but where the data lives and how long to wait for it.
+NOT_IDENTITY = ("dataset.data_dir", "dataset.prepare_wait_s")
+
+
+def check_belongs_to_run(saved: DictConfig, run_dir: Path, path: Path) -> None:
+    """Refuse a checkpoint (config `saved`) whose architecture or dataset differs from what the run
+    folder's `.hydra/config.yaml` says the run trains: it was copied in from another run, and
+    resuming it would overwrite this run's files with that run's. A folder without the file
+    (written by another tool) has nothing to check against. A run that started from pretrained
+    weights took its architecture from them, not from its config's model group: only its dataset
+    can be compared."""
+    folder_config = run_dir / ".hydra" / "config.yaml"
+    if not folder_config.is_file():
+        return
+    own = OmegaConf.load(folder_config)
+    groups = ("model", "dataset") if OmegaConf.select(own, "init_from") == "scratch" else ("dataset",)
+    for group in groups:
+        ours, theirs = _flat(OmegaConf.select(own, group), group), _flat(OmegaConf.select(saved, group), group)
+        # Keys only one side has (the schema grew since) cannot tell the runs apart.
+        for key in sorted(ours.keys() & theirs.keys()):
+            if key not in NOT_IDENTITY and ours[key] != theirs[key]:
+                raise CheckpointError(
+                    f"{path} is not this run's checkpoint: it has {key}={_show(theirs[key])}, {folder_config} has {_show(ours[key])}; "
+                    f"put it back in its own run folder, or resume that run instead"
+                )
+
+
+def _flat(node: Any, prefix: str) -> dict[str, Any]:
+    """{"model.n_layer": 2, ...}: the leaves of a config group, resolved where they can be."""
+    if not isinstance(node, DictConfig):
+        return {}
+    try:
+        tree = OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException:  # an interpolation that only resolves inside Hydra: compare it as written
+        tree = OmegaConf.to_container(node, resolve=False)
+    return {f"{prefix}.{key}": value for key, value in tree.items()}
 
 
 def override_keys(overrides: list[str]) -> list[str]:
