@@ -7,7 +7,8 @@
     python -m nanogpt.train experiment=eval_gpt2                        # loss of GPT-2 on OpenWebText
 
 Everything the run produces goes to its run folder (Hydra's output dir): `.hydra/`, `train.log`,
-`metrics.jsonl`, `loss.png`, `ckpt_last.pt`, `ckpt_best.pt`.
+`metrics.jsonl`, `loss.png`, `ckpt_last.pt`, `ckpt_best.pt`; `.lock` while it trains (nanogpt.runlock).
+A run stopped by a signal exits EXIT_STOPPED, one ended at once by a second Ctrl-C EXIT_INTERRUPTED.
 """
 
 from __future__ import annotations
@@ -51,14 +52,15 @@ from nanogpt.cli import PROCESS_START, launch, run_or_exit, run_sweep_job, undo_
 from nanogpt.config import CONF_DIR, validate_train
 from nanogpt.errors import ConfigError, TrainingError
 from nanogpt.free_text import as_text, quote_free_text
-from nanogpt.distributed import Dist, any_rank, gather_to_main, max_over_ranks, mean_over_ranks, split_accumulation
+from nanogpt.distributed import Dist, any_rank, env_rank, gather_to_main, max_over_ranks, mean_over_ranks, split_accumulation
 from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, padded_vocab_size, prepare_config, same_tokenizer
-from nanogpt.metrics import MetricsLog, plot_losses, read_metrics
+from nanogpt.metrics import MetricsLog, keep_metrics_until, plot_losses
 from nanogpt.generation import generate_ids
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.optim import build_optimizer
 from nanogpt.pretrained import load_pretrained
-from nanogpt.resume import load_newest_valid, note_sweep_keys, override_keys, resumed_config
+from nanogpt.resume import check_belongs_to_run, live_runs, load_newest_valid, note_sweep_keys, override_keys, resumed_config
+from nanogpt.runlock import RunFolderBusy, remove_temp_files, run_lock
 from nanogpt.system import System, peak_flops, peak_memory_mb, resolve_system
 from nanogpt.tracking import WandbRun
 
@@ -69,6 +71,21 @@ log = logging.getLogger("nanogpt.train")
 # training batches, whatever eval_interval or eval_iters are.
 TRAIN_DATA_STREAM = 1
 EVAL_DATA_STREAM = 2
+
+# Exit statuses besides nanogpt.errors' 1, 2 and 3 (README, "Where outputs go"). A run
+# stopped by SIGINT, SIGTERM or SIGUSR2 at a step boundary, its checkpoint saved: not finished,
+# but resumable; sysexits.h's EX_TEMPFAIL ("try again later"), so that scripts and schedulers
+# can tell it from a finished run (0) and from a failure.
+EXIT_STOPPED = 75
+# A second Ctrl-C: ended at once, without a new checkpoint (the previous one is intact, since
+# checkpoints are replaced by rename); 128 + SIGINT, as shells report an interrupted command.
+EXIT_INTERRUPTED = 130
+
+
+class RunStopped(BaseException):
+    """Training stopped at a signal and saved what there was to save. A BaseException, like
+    KeyboardInterrupt, so that a sweep's handling of failed jobs does not take it for one: the
+    user asked the whole command to stop."""
 
 
 def stream_seed(seed: int, stream: int) -> int:
@@ -145,12 +162,15 @@ class StopRequest:
             for s, handler in self._previous.items():
                 signal.signal(s, handler)
 
-    def hand_over(self) -> None:
+    def hand_over(self) -> bool:
         """After training stopped on SIGUSR2 and saved its checkpoint, let the handler that was
-        there before (submitit's: requeue the job, then exit) do its part."""
+        there before (submitit's: requeue the job, then exit) do its part; True if there was one,
+        which then decides how the process ends."""
         previous = self._previous.get(self._signum) if self._signum == signal.SIGUSR2 else None
         if callable(previous):
             previous(self._signum, None)
+            return True
+        return False
 
 
 def _in_submitit_job() -> bool:
@@ -297,6 +317,7 @@ class Trainer:
             torch.manual_seed(cfg.seed + world.rank)  # after the weights: same init, own dropout masks
 
         self.iter_num, self.best_val_loss, self.elapsed_before = 0, float("inf"), 0.0
+        self.stopped = False  # by a signal, before max_iters or the time budget
         self.wandb_run_id = resume_state.get("wandb_run_id") if resume_state else None
         if resume_state is not None:
             self._restore(resume_state)
@@ -473,6 +494,10 @@ class Trainer:
                         log.info("time budget of %s spent at iter %d", format_duration(cfg.time_budget_s), self.iter_num)
                     break
                 if stop.requested(self.world, self.system.device):
+                    self.stopped = True
+                    if self.iter_num == 0:  # nothing trained: main() removes what this run made
+                        log.info("stopped by %s before the first iteration; nothing to keep", stop.signal_name or "another rank")
+                        break
                     self.health.read(self.iter_num, self.run_dir)  # never checkpoint a diverged model
                     self.save("last")
                     log.info(
@@ -501,7 +526,7 @@ class Trainer:
                     )
                     record("train", loss=train_loss, lr=lr, **grad, ms_per_iter=seconds * 1000, tokens_per_sec=tokens_per_sec, mfu=mfu)
                     window_start, window_iters = time.perf_counter(), 0
-            status = "stopped" if stop.signal_name is not None else "finished"
+            status = "stopped" if self.stopped else "finished"
         finally:
             peak_mb = peak_memory_mb(self.system.device)
             record("end", status=status, best_val_loss=self.best_val_loss, peak_memory_mb=peak_mb)
@@ -545,11 +570,34 @@ def train(
 
     `overrides` are the command-line overrides, which a resume checks against the checkpoint.
     With `auto_resume` (sweep jobs, requeued SLURM jobs) a run folder that already holds a
-    checkpoint is continued rather than started again; a finished run is not trained again."""
+    checkpoint is continued rather than started again; a finished run is not trained again.
+    Rank 0 holds the run folder's lock throughout: a second writer is refused (RunFolderBusy).
+    A stop signal ends training at a step boundary with a checkpoint and raises RunStopped."""
+    main_rank = env_rank() == 0  # the process group does not exist yet
+    with run_lock(run_dir, resuming=cfg.init_from == "resume") if main_rank else contextlib.nullcontext():
+        if main_rank:
+            leftovers = remove_temp_files(run_dir)
+            if leftovers:
+                log.info("removed the temp files of an interrupted write: %s", ", ".join(leftovers))
+        stop = StopRequest()
+        # Installed from the start, so that a Ctrl-C while the data and the model load also
+        # stops cleanly; eval_only has no step boundary to wait for and stops at once.
+        with contextlib.nullcontext() if cfg.eval_only else stop.installed():
+            result, stopped = _train(cfg, run_dir, overrides or [], wandb_group, auto_resume, stop)
+    if stopped:
+        raise RunStopped
+    return result
+
+
+def _train(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], wandb_group: str | None, auto_resume: bool, stop: StopRequest
+) -> tuple[float, bool]:
+    """train()'s work, holding the lock: the best val loss, and whether a signal stopped training
+    (unless the stop was handed over to submitit, which then ends the process its own way)."""
     resume_state = None
     has_checkpoint = any(run_dir.glob("ckpt_*.pt"))
     if cfg.init_from == "resume" or (auto_resume and has_checkpoint):
-        resume_state, cfg = _load_resume(cfg, run_dir, overrides or [])
+        resume_state, cfg = _load_resume(cfg, run_dir, overrides)
     elif has_checkpoint:
         raise ConfigError(
             f"hydra.run.dir={run_dir} already holds a run: continue it with init_from=resume run_dir={run_dir}, or choose a new folder"
@@ -563,22 +611,28 @@ def train(
     world = distributed.init(system.device_type)
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one rank speaks
+    stopped = False
     try:
-        trainer = Trainer(cfg, run_dir, system, world, resume_state, overrides or [], wandb_group)
+        trainer = Trainer(cfg, run_dir, system, world, resume_state, overrides, wandb_group)
         trainer.describe()
         if cfg.eval_only:
             result = trainer.eval_only()
         else:
-            if resume_state is not None and world.is_main:
-                _truncate_metrics(run_dir / "metrics.jsonl", trainer.iter_num)
-            with StopRequest().installed() as stop, running_marker(run_dir, world.is_main):
+            if world.is_main:
+                # Each iteration once in metrics.jsonl: a resume drops what a killed run wrote
+                # after its checkpoint; a fresh start, what an attempt killed before its first
+                # checkpoint wrote (a restarted sweep job) and the plot made from it.
+                keep_metrics_until(run_dir / "metrics.jsonl", trainer.iter_num if resume_state is not None else None)
+                if resume_state is None:
+                    (run_dir / "loss.png").unlink(missing_ok=True)
+            with running_marker(run_dir, world.is_main):
                 result = trainer.run(stop)
-            stop.hand_over()
+            stopped = trainer.stopped and not stop.hand_over()
     except BaseException:
         distributed.shutdown(all_ranks_done=False)
         raise
     distributed.shutdown(all_ranks_done=True)
-    return result
+    return result, stopped
 
 
 def _model_args(cfg: DictConfig, meta: dict) -> dict[str, Any]:
@@ -593,25 +647,21 @@ def _model_args(cfg: DictConfig, meta: dict) -> dict[str, Any]:
 
 def _load_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], DictConfig]:
     """The checkpoint to continue from, and the run's config rebuilt from it."""
-    if cfg.run_dir is None and not any(run_dir.glob("ckpt_*.pt")):
-        raise ConfigError("init_from=resume needs run_dir=<a run folder>: no run with a checkpoint was found under outputs/")
+    if cfg.run_dir is None:
+        # nanogpt.resume.find_latest_run chose run_dir (the newest checkpoint under outputs/),
+        # passing over the runs that are still training.
+        busy = live_runs(Path("outputs").absolute())
+        skipped = f"; skipped {len(busy)} run(s) still training: {', '.join(busy)}" if busy else ""
+        if not any(run_dir.glob("ckpt_*.pt")):
+            raise ConfigError(f"init_from=resume needs run_dir=<a run folder>: no run with a checkpoint was found under outputs/{skipped}")
+        log.info("init_from=resume without run_dir: chose %s, the run with the newest checkpoint under outputs/%s", run_dir, skipped)
     state, path = load_newest_valid(run_dir)
     # The checkpoint holds the resolved config: a text such as wandb.name="${x}" stays text.
     saved = OmegaConf.create(as_text(json.loads(state["config"])))
     resumed = resumed_config(saved, cfg, override_keys(overrides))
+    check_belongs_to_run(saved, run_dir, path)
     log.info("resuming %s from %s (iter %d)", run_dir, path.name, state["iter_num"])
     return state, resumed
-
-
-def _truncate_metrics(path: Path, iter_num: int) -> None:
-    """Drop the records a killed run wrote after its last checkpoint: the resumed run writes
-    them again, identically, and a reader should see each iteration once."""
-    if not path.exists():
-        return
-    kept = [r for r in read_metrics(path) if r.get("iter", 0) <= iter_num]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    tmp.replace(path)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -619,11 +669,42 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        # Re-running a sweep (or SLURM requeueing one of its jobs) continues each job's run.
-        group = "/".join(Path(hydra_cfg.sweep.dir).parts[-2:])
-        return run_sweep_job(lambda: train(cfg, run_dir, overrides, wandb_group=group, auto_resume=True), run_dir)
-    return run_or_exit(lambda: train(cfg, run_dir, overrides), undo=lambda: undo_hydra_outputs(run_dir, hydra_cfg.output_subdir))
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        if sweep:
+            # Re-running a sweep (or SLURM requeueing one of its jobs) continues each job's run.
+            group = "/".join(Path(hydra_cfg.sweep.dir).parts[-2:])
+            return run_sweep_job(lambda: _sweep_job(cfg, run_dir, overrides, group), run_dir)
+        return run_or_exit(lambda: train(cfg, run_dir, overrides), undo=lambda: undo_hydra_outputs(run_dir, hydra_cfg.output_subdir))
+    except (RunStopped, KeyboardInterrupt) as exc:
+        # Ending anyway: a further Ctrl-C must not break the clean-up into a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        kept = any(run_dir.glob("ckpt_*.pt"))
+        if not sweep and cfg.init_from != "resume" and not kept:
+            _remove_unkept_run(run_dir, hydra_cfg.output_subdir)
+        if isinstance(exc, RunStopped):
+            raise SystemExit(EXIT_STOPPED) from None
+        then = f"the last checkpoint in {run_dir} is intact" if kept else "nothing was kept"
+        print(f"error: interrupted; stopped at once, {then}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+def _sweep_job(cfg: DictConfig, run_dir: Path, overrides: list[str], group: str) -> float:
+    try:
+        return train(cfg, run_dir, overrides, wandb_group=group, auto_resume=True)
+    except RunFolderBusy as exc:
+        # Another sweep's job is training in this folder: refuse without the error.txt that
+        # run_sweep_job would write there, which would mark that live run as failed.
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return math.inf
+
+
+def _remove_unkept_run(run_dir: Path, output_subdir: str | None) -> None:
+    """A fresh run stopped before its first checkpoint leaves nothing behind: remove the files it
+    wrote, then Hydra's and the folder, where they were made for this command (nanogpt.cli)."""
+    for name in ("metrics.jsonl", "loss.png"):
+        (run_dir / name).unlink(missing_ok=True)
+    undo_hydra_outputs(run_dir, output_subdir)
 
 
 def cli() -> None:
