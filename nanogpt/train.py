@@ -42,6 +42,7 @@ from nanogpt import distributed
 from nanogpt.checkpoint import (
     CKPT_FORMAT,
     CheckpointError,
+    check_model_args,
     capture_rng_state,
     checkpoint_path,
     restore_rng_state,
@@ -295,8 +296,10 @@ class Trainer:
                 )
             if not cfg.eval_only and saved_meta.get("source_sha256") != self.meta.get("source_sha256"):
                 raise DataError(
-                    f"{dataset_dir(data.data_dir, data.name)} was prepared from another corpus than this run's; "
-                    f"re-prepare it from the run's source ({saved_meta.get('source')})"
+                    f"dataset {data.name} now holds another corpus than the one this run trained on "
+                    f"({self.meta.get('source')} changed since: sha256 {str(saved_meta.get('source_sha256'))[:12]}... then, "
+                    f"{str(self.meta.get('source_sha256'))[:12]}... now); to continue this run, put the original text back "
+                    f"or give it dataset.data_dir=<a copy prepared from it>; to train on the new text, start a new run"
                 )
 
         pretrained_state = None
@@ -656,6 +659,7 @@ def _load_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[
             raise ConfigError(f"init_from=resume needs run_dir=<a run folder>: no run with a checkpoint was found under outputs/{skipped}")
         log.info("init_from=resume without run_dir: chose %s, the run with the newest checkpoint under outputs/%s", run_dir, skipped)
     state, path = load_newest_valid(run_dir)
+    check_model_args(state, path)  # sizes from the file's tensors, before anything is built from them
     # The checkpoint holds the resolved config: a text such as wandb.name="${x}" stays text.
     saved = OmegaConf.create(as_text(json.loads(state["config"])))
     resumed = resumed_config(saved, cfg, override_keys(overrides))

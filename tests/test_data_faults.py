@@ -173,3 +173,15 @@ def test_a_full_disk_during_a_preparation_is_one_line_and_keeps_the_old_dataset(
     assert "\n" not in line and line.startswith(f"error: {folder}/") and line.endswith("disk full (no space left on device); free some space or write to another disk")
     assert read_meta(folder) == before  # the old dataset, untouched
     assert not list(folder.glob(".*.tmp")) and not (folder / ".prepare.lock").exists()
+
+
+def test_a_changed_corpus_on_resume_says_what_to_do(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the first corpus of this run. " * 400)
+    args = (*TINY, "dataset=text", "dataset.name=mine", f"dataset.source={corpus}", f"dataset.data_dir={tmp_path / 'data'}", "max_iters=2", "eval_interval=2")
+    run_cli("nanogpt.train", *args, f"hydra.run.dir={tmp_path / 'run'}")
+    corpus.write_text("this run of the first corpus. " * 400)  # the same characters, another text
+    proc = run_cli("nanogpt.train", "init_from=resume", f"run_dir={tmp_path / 'run'}", "max_iters=4", check=False)
+    line = one_line_error(proc)
+    assert f"dataset mine now holds another corpus than the one this run trained on ({corpus} changed since" in line
+    assert "put the original text back or give it dataset.data_dir=<a copy prepared from it>; to train on the new text, start a new run" in line

@@ -202,3 +202,18 @@ def test_init_from_gpt2_without_a_network_fails_fast_in_one_line(bpe_data_dir, t
     assert not (tmp_path / "run").exists()
     if server is not None:  # one request that timed out, not one per retry or helper request
         assert connections(server) == 1
+
+
+def test_resuming_a_crafted_checkpoint_is_refused_before_allocating(tmp_path, data_dir):
+    """The same check guards a resume: sizes that the file's tensors do not have are refused in
+    one line, and nothing in the run folder changes."""
+    run_dir = tmp_path / "run"
+    trained_run(run_dir, data_dir)
+    for path in run_dir.glob("ckpt_*.pt"):
+        state = load_checkpoint(path)
+        state["model_args"] = {**state["model_args"], "n_layer": 64, "n_embd": 16384}
+        save_checkpoint(path, state)
+    before = {p.name: digest(p) for p in run_dir.rglob("*") if p.is_file()}
+    proc = run_cli("nanogpt.train", "init_from=resume", f"run_dir={run_dir}", f"dataset.data_dir={data_dir}", check=False)
+    assert "its model_args do not match its weights" in one_line_error(proc)
+    assert {p.name: digest(p) for p in run_dir.rglob("*") if p.is_file()} == before
