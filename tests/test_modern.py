@@ -305,7 +305,9 @@ def test_time_budget_ends_the_run_on_the_clock_with_the_decay_finished(data_dir,
     steps = [r for r in records if r["event"] == "train"]
     evals = [r for r in records if r["event"] == "eval"]
     assert len(steps) > 10 and evals[-1]["iter"] == steps[-1]["iter"]  # a final evaluation at the stop
-    assert 4.0 <= evals[-1]["time"] < 6.0
+    # It stops at the first step boundary after the budget, whatever the machine's speed: the last
+    # step but one was still inside the budget, and the final evaluation comes after it.
+    assert steps[-2]["time"] < 4.0 <= evals[-1]["time"]
     lrs = [r["lr"] for r in steps[2:]]
     assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.15 * lrs[0]  # decayed by the clock to near min_lr
     assert load_checkpoint(tmp_path / "ckpt_last.pt")["iter_num"] == steps[-1]["iter"]

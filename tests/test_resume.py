@@ -81,7 +81,8 @@ def kill_and_resume(run_dir: Path, data_dir: Path, rng: random.Random, during_wr
     else:
         time.sleep(rng.uniform(0, 1.5))
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # the kill landed: the run had not finished by itself
+    assert load_checkpoint(run_dir / "ckpt_last.pt")["iter_num"] < N  # and was cut short
     resume(run_dir, data_dir)
 
 
@@ -113,9 +114,14 @@ def test_many_kills_in_one_run(reference, data_dir, tmp_path):
             [sys.executable, "-m", "nanogpt.train", "init_from=resume", f"run_dir={run_dir}", f"dataset.data_dir={data_dir}"],
             cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        time.sleep(rng.uniform(2.5, 4.0))
+        # Kill it moments after it trains again (a new metrics record): the tiny run is only 40
+        # iterations of a few ms, so a kill after a fixed delay would often find it finished.
+        seen = (run_dir / "metrics.jsonl").read_text().count("\n")
+        assert wait_for(lambda: (run_dir / "metrics.jsonl").read_text().count("\n") > seen, proc)
+        time.sleep(rng.uniform(0, 0.01))
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        assert proc.wait() == -signal.SIGKILL  # the kill landed: the resumed run had not finished by itself
+    assert load_checkpoint(run_dir / "ckpt_last.pt")["iter_num"] < N  # cut short
     resume(run_dir, data_dir)
     assert_same_run(run_dir, reference)
 
