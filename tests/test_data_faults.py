@@ -5,6 +5,7 @@ one CRLF policy for every text file."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -185,3 +186,26 @@ def test_a_changed_corpus_on_resume_says_what_to_do(tmp_path):
     line = one_line_error(proc)
     assert f"dataset mine now holds another corpus than the one this run trained on ({corpus} changed since" in line
     assert "put the original text back or give it dataset.data_dir=<a copy prepared from it>; to train on the new text, start a new run" in line
+
+
+def test_a_crafted_dataset_name_in_a_checkpoint_stays_contained(tmp_path, data_dir):
+    """A checkpoint (and its folder's config) that names the dataset '../../x' with /etc/passwd as its
+    source: the resume is refused in one line, and nothing is read or written outside data_dir."""
+    import yaml
+
+    from nanogpt.checkpoint import load_checkpoint, save_checkpoint
+
+    run_dir = tmp_path / "run"
+    run_cli("nanogpt.train", *TINY, f"dataset.data_dir={data_dir}", "max_iters=2", "eval_interval=2", f"hydra.run.dir={run_dir}")
+    for path in run_dir.glob("ckpt_*.pt"):
+        state = load_checkpoint(path)
+        config = json.loads(state["config"])
+        config["dataset"].update(name="../../x", source="/etc/passwd", tokenizer="char")
+        state["config"] = json.dumps(config)
+        save_checkpoint(path, state)
+    saved = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    saved["dataset"].update(name="../../x", source="/etc/passwd", tokenizer="char")
+    (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(saved))
+    proc = run_cli("nanogpt.train", "init_from=resume", f"run_dir={run_dir}", check=False)
+    assert "dataset.name='../../x' is invalid: a dataset name is a plain folder name" in one_line_error(proc)
+    assert not (data_dir.parent.parent / "x").exists() and not (data_dir.parent / "x").exists()
