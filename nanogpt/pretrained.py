@@ -33,6 +33,7 @@ from safetensors.torch import load_file
 from nanogpt.checkpoint import CheckpointError
 from nanogpt.config import ConfigError
 from nanogpt.data import GPT2_VOCAB_SIZE, same_tokenizer
+from nanogpt.data.hub import HUB_PROBE_TIMEOUT_S
 from nanogpt.errors import first_line
 from nanogpt.model import GPT, GPT2_OPTIONS, GPTConfig
 
@@ -46,8 +47,6 @@ HUB_REPOS = {
 }
 # The files of a hub repo that init_from reads; both land in one snapshot folder of the cache.
 HUB_FILES = ("config.json", "model.safetensors")
-# Seconds to wait for the hub's first answer before saying it cannot be reached.
-HUB_PROBE_TIMEOUT_S = 3
 # The matrices GPT-2 stores transposed (Conv1D layout).
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # config.json's activation_function -> nn.GELU's `approximate`.

@@ -18,7 +18,7 @@ import torch
 
 from nanogpt.data import DataError, HFTokenizer, TokenFile, dataset_dir, gpt2_tokenizer, load_tokenizer, prepare, read_meta
 from nanogpt.data.encoding import ParallelEncoder, Unit, encode_parts, pieces
-from nanogpt.data.tokenizers import CharTokenizer, train_bpe
+from nanogpt.data.tokenizers import CharTokenizer, tokenizer_from_file, train_bpe
 from tests.conftest import ROOT, TINY, cli_env, one_line_error, run_cli
 
 SYLLABLES = [a + b for a in "bcdfghjklmnprstvwz" for b in "aeiou"] + ["qu", "th", "sh", "ch"]
@@ -210,7 +210,9 @@ def test_a_transformers_tokenizer_folder_and_a_tokenizer_json_file(tmp_path, sha
     PreTrainedTokenizerFast(tokenizer_object=shakespeare_bpe.tokenizer, eos_token="<|endoftext|>").save_pretrained(saved)
     meta = prepare("byfolder", tmp_path / "data", str(shakespeare_path), 0.1, tokenizer=str(saved))
     assert (meta["tokenizer"], meta["vocab_size"], meta["eot_name"]) == ("file", 1000, "<|endoftext|>")
-    assert meta["tokenizer_sha256"] == shakespeare_bpe.sha256 or meta["tokenizer_json"]
+    # The dataset carries the folder's tokenizer itself (save_pretrained may re-serialise it, so compare with what it reads back).
+    assert meta["tokenizer_sha256"] == tokenizer_from_file(str(saved)).sha256
+    assert load_tokenizer(meta).encode("ROMEO: good night") == shakespeare_bpe.encode("ROMEO: good night")
     folder = dataset_dir(tmp_path / "data", "byfolder")
     ids = np.fromfile(folder / "train.bin", dtype=np.uint16)
     assert np.array_equal(ids, shakespeare_bpe.encode_array(shakespeare_path.read_text()[: int(1_115_394 * 0.9)]))
