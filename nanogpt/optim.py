@@ -105,46 +105,59 @@ class Muon(torch.optim.Optimizer):
             else:
                 self._adamw_step(group)
 
+    # Each step runs the same few kernels whatever the depth: torch._foreach_* ops update a whole
+    # list of tensors in one launch (on CUDA), and Newton-Schulz runs once per matrix shape. A
+    # loop over the parameters would launch about ten kernels per tensor, which for a small model
+    # takes longer than the arithmetic.
+
     def _muon_step(self, group: dict[str, Any]) -> None:
         lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
-        by_shape: dict[torch.Size, list[torch.Tensor]] = {}
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            state = self.state[p]
-            if not state:
-                state["momentum_buffer"] = torch.zeros_like(p)
-            state["momentum_buffer"].lerp_(p.grad, 1 - momentum)
-            by_shape.setdefault(p.shape, []).append(p)
-        # The matrices of one shape (one per layer) are orthogonalised as one batch: a small
-        # model's many small matmuls would otherwise cost more in overhead than in arithmetic.
-        for shape, params in by_shape.items():
-            grads = torch.stack([p.grad for p in params])
-            buffers = torch.stack([self.state[p]["momentum_buffer"] for p in params])
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        for p in params:
+            if not self.state[p]:
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        buffers = [self.state[p]["momentum_buffer"] for p in params]
+        torch._foreach_lerp_(buffers, [p.grad for p in params], 1 - momentum)
+        if decay:
+            torch._foreach_mul_(params, 1 - lr * decay)
+        by_shape: dict[torch.Size, list[int]] = {}
+        for index, p in enumerate(params):
+            by_shape.setdefault(p.shape, []).append(index)
+        # The matrices of one shape (one per layer) are orthogonalised as one batch.
+        for shape, indices in by_shape.items():
+            grads = torch.stack([params[i].grad for i in indices])
+            stacked_buffers = torch.stack([buffers[i] for i in indices])
             # Nesterov: step along the gradient blended with where the momentum is heading.
-            updates = orthogonalize(grads.lerp_(buffers, momentum), group["ns_steps"])
+            updates = orthogonalize(grads.lerp_(stacked_buffers, momentum), group["ns_steps"])
             # An orthogonal update of a tall matrix has a smaller RMS per entry than a wide
             # one's; the scale gives every weight matrix about the same per-entry step.
             scale = max(1.0, shape[-2] / shape[-1]) ** 0.5
-            for p, update in zip(params, updates):
-                p.mul_(1 - lr * decay)
-                p.add_(update, alpha=-lr * scale)
+            torch._foreach_add_([params[i] for i in indices], list(updates.unbind(0)), alpha=-lr * scale)
 
     def _adamw_step(self, group: dict[str, Any]) -> None:
         lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        for p in params:
             state = self.state[p]
             if not state:
                 state["step"] = torch.tensor(0.0)  # on the CPU, as torch's AdamW keeps it: reading it never syncs
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
-            step = state["step"].add_(1).item()
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            m.lerp_(p.grad, 1 - beta1)
-            v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-            # Bias correction: m and v start at zero, so early averages are too small.
-            denom = (v / (1 - beta2**step)).sqrt_().add_(eps)
-            p.mul_(1 - lr * decay)
-            p.addcdiv_(m, denom, value=-lr / (1 - beta1**step))
+        states = [self.state[p] for p in params]
+        grads = [p.grad for p in params]
+        m, v = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+        steps = [s["step"].add_(1).item() for s in states]
+        torch._foreach_lerp_(m, grads, 1 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+        # Bias correction: m and v start at zero, so early averages are too small.
+        denom = torch._foreach_div(v, [1 - beta2**step for step in steps])
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, eps)
+        if decay:
+            torch._foreach_mul_(params, 1 - lr * decay)
+        torch._foreach_addcdiv_(params, m, denom, [-lr / (1 - beta1**step) for step in steps])

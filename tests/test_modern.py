@@ -10,6 +10,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.config import OptimizerConfig
@@ -213,6 +215,87 @@ def test_muon_step_is_an_orthogonal_update_of_the_nesterov_momentum():
     # step is scaled by sqrt(16 / 8).
     expected = -0.1 * math.sqrt(2) * orthogonalize(g.lerp(0.1 * g, 0.9))
     torch.testing.assert_close(w.detach(), expected)
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The quintic Newton-Schulz iteration for one matrix, as modded-nanogpt writes it."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    tall = g.size(0) > g.size(1)
+    x = g.T if tall else g
+    x = x / (x.norm() + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+def test_muon_matches_a_per_parameter_reference_over_several_steps():
+    """Muon one matrix at a time (SGD momentum, the Nesterov blend, Newton-Schulz, the tall-matrix
+    scale, decoupled weight decay) and torch's AdamW for the other groups."""
+    config = muon_config(learning_rate=3e-3, muon_learning_rate=0.05, muon_weight_decay=0.1, embedding_learning_rate=0.01)
+    model, twin = perturb(tiny(**ALL)), perturb(tiny(**ALL))
+    twin.load_state_dict(model.state_dict())
+    opt = build_optimizer(model, config, "cpu")
+    groups = build_optimizer(twin, config, "cpu").param_groups  # the same groups, over the twin
+    for group in opt.param_groups + groups:
+        group["lr"] *= group["lr_ratio"]  # as the training loop's schedule sets it
+    adamw = torch.optim.AdamW(
+        [{k: g[k] for k in ("params", "lr", "weight_decay", "betas", "eps")} for g in groups if not g["use_muon"]], foreach=False
+    )
+    buffers: dict[torch.Tensor, torch.Tensor] = {}
+
+    def reference_step() -> None:
+        for group in groups:
+            if not group["use_muon"]:
+                continue
+            lr, momentum = group["lr"], group["momentum"]
+            for p in group["params"]:
+                buffer = buffers.setdefault(p, torch.zeros_like(p))
+                buffer.mul_(momentum).add_(p.grad, alpha=1 - momentum)
+                update = newton_schulz(momentum * buffer + (1 - momentum) * p.grad)
+                p.mul_(1 - lr * group["weight_decay"])
+                p.sub_(lr * max(1.0, p.size(0) / p.size(1)) ** 0.5 * update)
+        adamw.step()
+
+    batches = torch.randint(0, 65, (5, 4, 16), generator=torch.Generator().manual_seed(3))
+    for idx in batches:
+        for m, step in ((model, opt.step), (twin, reference_step)):
+            m.zero_grad(set_to_none=True)
+            m.train()(idx[:, :-1], idx[:, 1:])[1].backward()
+            with torch.no_grad():
+                step()
+    for (name, ours), reference in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(ours, reference, msg=lambda why: f"{name}: {why}")
+    assert not torch.equal(model.lm_head.weight, perturb(tiny(**ALL)).lm_head.weight)  # it moved
+
+
+class KernelCount(TorchDispatchMode):
+    """Counts the ops that go through a tensor's elements: one kernel launch each on a GPU. Views
+    move no data, and the optimizer's step counters are CPU scalars that the host reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view and func is not torch.ops.aten._unsafe_view.default:
+            self.count += any(isinstance(t, torch.Tensor) and t.dim() > 0 for t in tree_leaves((args, kwargs)))
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_muon_step_launches_as_many_kernels_for_a_deep_model_as_for_a_shallow_one():
+    def kernels_per_step(n_layer: int) -> int:
+        model = perturb(tiny(n_layer=n_layer, **ALL))
+        opt = build_optimizer(model, muon_config(muon_weight_decay=0.1), "cpu")
+        _, loss = model.train()(torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))
+        loss.backward()
+        opt.step()  # the first step creates the state
+        with KernelCount() as counter:
+            opt.step()
+        return counter.count
+
+    shallow, deep = kernels_per_step(2), kernels_per_step(6)
+    assert shallow == deep > 0, (shallow, deep)
 
 
 def test_muon_trains_a_model_faster_than_its_start_and_restores_exactly():
