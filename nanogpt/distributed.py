@@ -53,8 +53,16 @@ def wants_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 or _submitit_tasks()[0] > 1
 
 
-def init(device_kind: str) -> Dist:
-    """Join the process group that torchrun or SLURM describes (gloo on CPUs, NCCL on GPUs)."""
+def backend() -> str:
+    """The process group's backends: gloo for CPU tensors, and where there is a GPU, NCCL for CUDA
+    tensors, so that gradients go GPU to GPU while the small agreements (stop, clock, RNG
+    states) stay in host memory and never wait for the GPU. Whichever process opens the group
+    first (agree_on_start_time, before the run's device is known) opens this one."""
+    return "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init() -> Dist:
+    """Join the process group that torchrun or SLURM describes."""
     if not wants_distributed():
         return Dist()
     if "RANK" not in os.environ:
@@ -63,7 +71,7 @@ def init(device_kind: str) -> Dist:
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     if not dist.is_initialized():
-        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if device_kind == "cuda" else "gloo")
+        dist.init_process_group(backend=backend())
     return Dist(rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=dist.get_world_size())
 
 
@@ -73,7 +81,7 @@ def agree_on_start_time() -> None:
     if "NANOGPT_START_TIME" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
     if not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
+        dist.init_process_group(backend=backend())
     stamp = [time.time() if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(stamp, src=0)
     os.environ["NANOGPT_START_TIME"] = repr(stamp[0])
@@ -89,18 +97,19 @@ def split_accumulation(total_steps: int, world: Dist) -> int:
     return total_steps // world.world_size
 
 
-def max_over_ranks(value: float, world: Dist, device: str) -> float:
-    """The largest of the ranks' values, on every rank (so that all ranks decide alike)."""
+def max_over_ranks(value: float, world: Dist) -> float:
+    """The largest of the ranks' values, on every rank (so that all ranks decide alike). A CPU
+    tensor, so gloo carries it: no GPU sync, no copy between host and device."""
     if not world.enabled:
         return value
-    t = torch.tensor([value], device=device, dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.item()
 
 
-def any_rank(flag: bool, world: Dist, device: str) -> bool:
+def any_rank(flag: bool, world: Dist) -> bool:
     """True on every rank if it is true on any rank (so all ranks stop at the same step)."""
-    return max_over_ranks(1.0 if flag else 0.0, world, device) > 0
+    return max_over_ranks(1.0 if flag else 0.0, world) > 0
 
 
 def mean_over_ranks(value: torch.Tensor, world: Dist) -> torch.Tensor:

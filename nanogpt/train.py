@@ -151,8 +151,8 @@ class StopRequest:
         self.signal_name = signal.Signals(signum).name
         self._signum = signum
 
-    def requested(self, world: Dist, device: str) -> bool:
-        return any_rank(self.signal_name is not None, world, device)
+    def requested(self, world: Dist) -> bool:
+        return any_rank(self.signal_name is not None, world)
 
     @contextmanager
     def installed(self) -> Iterator[StopRequest]:
@@ -202,7 +202,7 @@ class GradientHealth:
     def read(self, iter_num: int, run_dir: Path) -> dict[str, float]:
         """Grad norm and the fraction of clipped steps since the last read; raises TrainingError
         if any loss since then was NaN or infinite."""
-        if any_rank(bool(self.nonfinite.item()), self.world, str(self.device)):
+        if any_rank(bool(self.nonfinite.item()), self.world):
             raise self.diverged(iter_num, "a training loss that is NaN or infinite", run_dir)
         stats = {"grad_norm": self.grad_norm.item(), "clip_fraction": self.clipped.item() / max(1, self.steps)}
         self._reset()
@@ -367,7 +367,7 @@ class Trainer:
         """The share of time_budget_s spent so far (0 without a budget), alike on every rank."""
         if self.cfg.time_budget_s is None:
             return 0.0
-        return max_over_ranks(self.elapsed, self.world, self.system.device) / self.cfg.time_budget_s
+        return max_over_ranks(self.elapsed, self.world) / self.cfg.time_budget_s
 
     def describe(self) -> None:
         cfg, data = self.cfg, self.cfg.dataset
@@ -496,7 +496,7 @@ class Trainer:
                     if budget_used >= 1.0 and self.iter_num < cfg.max_iters:
                         log.info("time budget of %s spent at iter %d", format_duration(cfg.time_budget_s), self.iter_num)
                     break
-                if stop.requested(self.world, self.system.device):
+                if stop.requested(self.world):
                     self.stopped = True
                     if self.iter_num == 0:  # nothing trained: main() removes what this run made
                         log.info("stopped by %s before the first iteration; nothing to keep", stop.signal_name or "another rank")
@@ -550,7 +550,7 @@ class Trainer:
             losses = self.evaluate()
             if not all(math.isfinite(v) for v in losses.values()):
                 raise self.health.diverged(self.iter_num, f"val loss {losses['val']}", self.run_dir)
-        improved = any_rank(losses["val"] < self.best_val_loss, self.world, self.system.device)
+        improved = any_rank(losses["val"] < self.best_val_loss, self.world)
         if self.world.is_main:
             self.best_val_loss = min(self.best_val_loss, losses["val"])
             log.info("eval iter %d: train loss %.4f, val loss %.4f%s", self.iter_num, losses["train"], losses["val"], " (best)" if improved else "")
@@ -611,7 +611,7 @@ def _train(
         # this schedule rather than stretching it mid-run.
         cfg.optimizer.lr_decay_iters = cfg.max_iters
     system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
-    world = distributed.init(system.device_type)
+    world = distributed.init()
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one rank speaks
     stopped = False

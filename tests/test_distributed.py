@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 
+from nanogpt import distributed
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
 from tests.conftest import ROOT, TINY, cli_env, run_cli
@@ -62,3 +64,22 @@ def test_world_size_must_divide_the_accumulation(data_dir, tmp_path):
     proc = torchrun(*TINY, "gradient_accumulation_steps=3", "max_iters=2", f"dataset.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode != 0
     assert "error: gradient_accumulation_steps=3 is invalid: must be divisible by the world size 2" in proc.stderr
+
+
+@pytest.mark.parametrize("cuda, backend", [(True, "cpu:gloo,cuda:nccl"), (False, "gloo")])
+def test_the_group_opened_to_agree_on_the_start_time_carries_cuda_tensors_over_nccl(monkeypatch, cuda, backend):
+    """cli() opens the process group before Hydra (to agree on the run folder's name) and init()
+    keeps it: on a GPU machine it must already have NCCL for the gradients, not gloo alone."""
+    opened: list[str] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(dist, "is_initialized", lambda: bool(opened))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: opened.append(backend))
+    monkeypatch.setattr(dist, "broadcast_object_list", lambda objects, src: None)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "NANOGPT_START_TIME": ""}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("NANOGPT_START_TIME")
+    distributed.agree_on_start_time()
+    assert distributed.init().world_size == 2
+    assert opened == [backend]
