@@ -134,9 +134,10 @@ class TrainConfig:
     system: SystemConfig = MISSING
     wandb: WandbConfig = field(default_factory=WandbConfig)
     max_iters: int = 2000
-    # Seconds of training (evaluations included, start-up not) after which the run ends as if
-    # max_iters were reached; the learning-rate decay then follows the clock, so it ends on time
-    # on any machine. Runs with a budget are not bit-reproducible. null: no budget.
+    # Seconds of training (evaluations included; start-up and warm-up, the first step and an
+    # evaluation at start, which compile, not) after which the run ends as if max_iters were
+    # reached; the learning-rate decay then follows the clock, so it ends on time on any
+    # machine. Runs with a budget are not bit-reproducible. null: no budget.
     time_budget_s: Optional[float] = None
     eval_interval: int = 250
     eval_iters: int = 20

@@ -73,6 +73,12 @@ log = logging.getLogger("nanogpt.train")
 TRAIN_DATA_STREAM = 1
 EVAL_DATA_STREAM = 2
 
+# Under DDP the ranks decide together whether to stop (a signal, the time budget): a collective,
+# which waits for every rank. They do so every AGREE_INTERVAL iterations and at each log line
+# and evaluation (which wait anyway), so that other steps run without waiting; a signal then
+# stops DDP training within AGREE_INTERVAL steps. A single process decides at every step.
+AGREE_INTERVAL = 10
+
 # Exit statuses besides nanogpt.errors' 1, 2 and 3 (README, "Where outputs go"). A run
 # stopped by SIGINT, SIGTERM or SIGUSR2 at a step boundary, its checkpoint saved: not finished,
 # but resumable; sysexits.h's EX_TEMPFAIL ("try again later"), so that scripts and schedulers
@@ -91,6 +97,11 @@ class RunStopped(BaseException):
 
 def stream_seed(seed: int, stream: int) -> int:
     return (seed * 1_000_003 + stream * 7_919) % (2**63)
+
+
+def agreement_due(iter_num: int, cfg: DictConfig, world: Dist) -> bool:
+    """Whether this step boundary is one where the ranks decide whether to stop (AGREE_INTERVAL)."""
+    return not world.enabled or any(iter_num % n == 0 for n in (AGREE_INTERVAL, cfg.log_interval, cfg.eval_interval))
 
 
 def lr_at(it: int, opt: DictConfig, max_iters: int, budget_used: float = 0.0) -> float:
@@ -331,7 +342,7 @@ class Trainer:
         self.flops_per_iter = self.raw_model.flops_per_token() * self.tokens_per_iter
         self.peak = peak_flops(system)
         self.health = GradientHealth(torch.device(system.device), world)
-        self.started = time.perf_counter()
+        self.clock_started: float | None = None  # see elapsed
         self.tracker = None
         if world.is_main and cfg.wandb.enabled and not cfg.eval_only:
             config = OmegaConf.to_container(cfg, resolve=True)
@@ -361,7 +372,11 @@ class Trainer:
 
     @property
     def elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.started
+        """Seconds of training, which time_budget_s limits and checkpoints carry over. The clock
+        starts once this process's first step is done: warm-up (compiling the first step, an
+        evaluation at start, which compiles its own graph) is no part of the budget."""
+        running = time.perf_counter() - self.clock_started if self.clock_started is not None else 0.0
+        return self.elapsed_before + running
 
     def budget_used(self) -> float:
         """The share of time_budget_s spent so far (0 without a budget), alike on every rank."""
@@ -484,8 +499,11 @@ class Trainer:
         last_eval_iter = self.iter_num if self.iter_num > 0 else -1
         status = "failed"
         try:
+            budget_used = self.budget_used()
             while True:
-                budget_used = self.budget_used()
+                agree = agreement_due(self.iter_num, cfg, self.world)
+                if agree:
+                    budget_used = self.budget_used()
                 done = self.iter_num >= cfg.max_iters or budget_used >= 1.0
                 due = self.iter_num % cfg.eval_interval == 0 and (self.iter_num > 0 or cfg.eval_at_start)
                 if (due or done) and self.iter_num != last_eval_iter:
@@ -496,7 +514,7 @@ class Trainer:
                     if budget_used >= 1.0 and self.iter_num < cfg.max_iters:
                         log.info("time budget of %s spent at iter %d", format_duration(cfg.time_budget_s), self.iter_num)
                     break
-                if stop.requested(self.world):
+                if agree and stop.requested(self.world):
                     self.stopped = True
                     if self.iter_num == 0:  # nothing trained: main() removes what this run made
                         log.info("stopped by %s before the first iteration; nothing to keep", stop.signal_name or "another rank")
@@ -511,6 +529,8 @@ class Trainer:
 
                 lr = lr_at(self.iter_num, cfg.optimizer, cfg.max_iters, budget_used)
                 loss = self.train_step(lr)
+                if self.clock_started is None:
+                    self.clock_started = time.perf_counter()
                 window_iters += 1
                 if self.iter_num % cfg.log_interval == 0 or self.iter_num == cfg.max_iters:
                     # .item() waits for the device; doing it only here keeps the other steps sync-free.

@@ -3,8 +3,12 @@ same training as one process with the same global batch."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,8 +16,12 @@ import torch
 import torch.distributed as dist
 
 from nanogpt import distributed
+from omegaconf import OmegaConf
+
 from nanogpt.checkpoint import load_checkpoint
+from nanogpt.distributed import Dist
 from nanogpt.metrics import read_metrics
+from nanogpt.train import agreement_due
 from tests.conftest import ROOT, TINY, cli_env, run_cli
 
 RUN = (*TINY, "max_iters=12", "eval_interval=6", "log_interval=1", "optimizer.warmup_iters=2", "gradient_accumulation_steps=2")
@@ -83,3 +91,53 @@ def test_the_group_opened_to_agree_on_the_start_time_carries_cuda_tensors_over_n
     distributed.agree_on_start_time()
     assert distributed.init().world_size == 2
     assert opened == [backend]
+
+
+def test_ranks_agree_on_stopping_every_ten_steps_and_at_log_lines_and_evaluations():
+    """Each agreement is a collective that waits for every rank: not at every step."""
+    cfg = OmegaConf.create({"log_interval": 25, "eval_interval": 50})
+    assert [i for i in range(61) if agreement_due(i, cfg, Dist(world_size=2))] == [0, 10, 20, 25, 30, 40, 50, 60]
+    assert all(agreement_due(i, cfg, Dist()) for i in range(61))  # one process asks no one
+
+
+def test_agreements_are_cpu_tensors_so_gloo_carries_them_without_a_gpu_sync(monkeypatch):
+    reduced: list[torch.Tensor] = []
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, op: reduced.append(tensor))
+    world = Dist(rank=0, world_size=2)
+    assert distributed.max_over_ranks(2.5, world) == 2.5 and distributed.any_rank(True, world)
+    assert [t.device.type for t in reduced] == ["cpu", "cpu"]
+
+
+def worker_pids(launcher: subprocess.Popen) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes."""
+    children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+    ranks = {}
+    for pid in map(int, children):
+        environ = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+        ranks[int(environ["RANK"])] = pid
+    return ranks
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_agreed_step_with_a_checkpoint(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    args = (*RUN, "max_iters=100000", "eval_interval=100000", "log_interval=7", f"dataset.data_dir={data_dir}", f"hydra.run.dir={run_dir}")
+    with open(tmp_path / "out.txt", "w") as out:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "nanogpt.train", *args],
+            cwd=ROOT, env=cli_env(), stdout=out, stderr=subprocess.STDOUT,
+        )
+        log = run_dir / "train.log"
+        deadline = time.monotonic() + 300
+        while not (log.is_file() and "iter 14/" in log.read_text()):
+            assert launcher.poll() is None and time.monotonic() < deadline, (tmp_path / "out.txt").read_text()[-3000:]
+            time.sleep(0.2)
+        os.kill(worker_pids(launcher)[1], signal.SIGTERM)  # rank 1 alone; rank 0 learns it from the agreement
+        launcher.wait(timeout=300)
+    found = re.search(r"stopped by another rank at iter (\d+); checkpoint saved", log.read_text())
+    assert found, (tmp_path / "out.txt").read_text()[-3000:]
+    stopped_at = int(found[1])
+    assert stopped_at >= 14 and (stopped_at % 10 == 0 or stopped_at % 7 == 0)
+    assert load_checkpoint(run_dir / "ckpt_last.pt")["iter_num"] == stopped_at
+    # The first rank to end is torchrun's root cause: stopped, resumable (torchrun then ends the other).
+    assert "exitcode  : 75" in (tmp_path / "out.txt").read_text()

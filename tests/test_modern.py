@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import math
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,12 +15,14 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+import nanogpt.train
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.config import OptimizerConfig
 from nanogpt.metrics import read_metrics
 from nanogpt.generation import generate_ids
 from nanogpt.model import GPT, GPTConfig, KVCache, LayerNorm, RMSNorm, Rotary
 from nanogpt.optim import Muon, build_optimizer, orthogonalize
+from nanogpt.train import Trainer
 from tests.conftest import TINY, one_line_error, run_cli, state_digest
 
 OPTIONS = {
@@ -396,6 +400,43 @@ def test_time_budget_ends_the_run_on_the_clock_with_the_decay_finished(data_dir,
     assert load_checkpoint(tmp_path / "ckpt_last.pt")["iter_num"] == steps[-1]["iter"]
     assert records[-1]["status"] == "finished"
 
+
+
+def test_the_time_budget_leaves_out_warm_up(data_dir, tmp_path, monkeypatch):
+    """Compiling the first step and the evaluation at start can take minutes on a GPU; that time
+    must neither spend the budget nor push the clock-driven decay ahead. A fake clock makes the
+    evaluation at start take 40 s, the first step 60 s and every later step 0.25 s."""
+    from tests.test_config import compose_train
+
+    now = [1000.0]
+    monkeypatch.setattr(nanogpt.train, "time", SimpleNamespace(perf_counter=lambda: now[0], time=time.time))
+
+    def taking(method, first: float, later: float):
+        calls = []
+
+        def timed(self, *args):
+            result = method(self, *args)
+            now[0] += later if calls else first
+            calls.append(None)
+            return result
+
+        return timed
+
+    monkeypatch.setattr(Trainer, "evaluate", taking(Trainer.evaluate, 40.0, 0.0))
+    monkeypatch.setattr(Trainer, "train_step", taking(Trainer.train_step, 60.0, 0.25))
+    cfg = compose_train(
+        *TINY, "max_iters=1000", "time_budget_s=2", "eval_interval=1000", "log_interval=1", "optimizer.warmup_iters=0",
+        f"dataset.data_dir={data_dir}",
+    )
+    nanogpt.train.train(cfg, tmp_path)
+
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    steps = [r for r in records if r["event"] == "train"]
+    # The clock starts when the first step is done: 8 more steps of 0.25 s spend the 2 s.
+    assert [r["iter"] for r in steps] == list(range(1, 10))
+    assert [r["time"] for r in steps] == [0.25 * i for i in range(9)]
+    assert steps[0]["lr"] == cfg.optimizer.learning_rate  # the decay starts from the top
+    assert load_checkpoint(tmp_path / "ckpt_last.pt")["iter_num"] == 9
 
 # ----------------------------------------------------------------------------- presets
 
