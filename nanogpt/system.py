@@ -55,10 +55,17 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True where the CPU has bfloat16 matmul instructions (AVX512-BF16 or AMX); elsewhere
-    bfloat16 is emulated and slower than float32."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+@functools.cache
+def cpu_model_name() -> str:
+    """The CPU's model name from /proc/cpuinfo ("AMD EPYC 9R14 ..."), else what platform says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"
 
 
 def cuda_has_fast_bf16(device: str) -> bool:
@@ -70,8 +77,11 @@ def cuda_has_fast_bf16(device: str) -> bool:
     return torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)
 
 
-def resolve_system(device: str, dtype: str, compile: str) -> System:
-    """Resolve "auto" values and refuse combinations the hardware cannot run (ConfigError)."""
+def resolve_system(device: str, dtype: str, compile: str, measure_cpu_dtype: bool = False) -> System:
+    """Resolve "auto" values and refuse combinations the hardware cannot run (ConfigError).
+
+    dtype=auto on a CPU is float32, or with measure_cpu_dtype stays "auto" for the trainer to
+    settle by timing the model's own shapes (nanogpt/dtype_probe.py) once it knows them."""
     if device == "auto":
         if torch.cuda.is_available():
             device = "cuda"
@@ -94,8 +104,8 @@ def resolve_system(device: str, dtype: str, compile: str) -> System:
     if dtype == "auto":
         if kind == "cuda":
             dtype = "bfloat16" if cuda_has_fast_bf16(device) else "float16"
-        elif kind == "cpu" and cpu_has_fast_bf16():
-            dtype = "bfloat16"
+        elif kind == "cpu" and measure_cpu_dtype:
+            dtype = "auto"
         else:
             dtype = "float32"
     if dtype == "bfloat16" and kind == "cuda" and not cuda_has_fast_bf16(device):
@@ -115,7 +125,7 @@ def device_name(device: str) -> str:
         return torch.cuda.get_device_name(torch.device(device))
     if device == "mps":
         return "Apple GPU"
-    return platform.processor() or platform.machine() or "CPU"
+    return cpu_model_name()
 
 
 # Dense peak TFLOP/s (bf16/fp16 tensor cores, without sparsity; float32 means TF32) from the

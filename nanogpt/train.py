@@ -62,6 +62,7 @@ from nanogpt.optim import build_optimizer
 from nanogpt.pretrained import load_pretrained
 from nanogpt.resume import check_belongs_to_run, live_runs, load_newest_valid, note_sweep_keys, override_keys, resumed_config
 from nanogpt.runlock import RunFolderBusy, remove_temp_files, run_lock
+from nanogpt.dtype_probe import DtypeProbe, choose_cpu_dtype
 from nanogpt.system import System, peak_flops, peak_memory_mb, resolve_system
 from nanogpt.tracking import WandbRun
 
@@ -317,6 +318,9 @@ class Trainer:
         if cfg.init_from not in ("scratch", "resume"):
             pretrained_state = load_pretrained(cfg, override_keys(overrides), self.meta)
         self.model_args = _model_args(cfg, self.meta)
+        self.dtype_probe: DtypeProbe | None = None
+        if system.dtype == "auto":
+            self.system = system = replace(system, dtype=self._settle_cpu_dtype(resume_state))
         self.raw_model = GPT(GPTConfig(**self.model_args))
         if pretrained_state is not None:
             self.raw_model.load_state_dict(pretrained_state)
@@ -348,6 +352,24 @@ class Trainer:
             config = OmegaConf.to_container(cfg, resolve=True)
             self.tracker = WandbRun(cfg.wandb, config, run_dir, self.wandb_run_id, wandb_group)
             self.wandb_run_id = self.tracker.id
+
+    def _settle_cpu_dtype(self, resume_state: dict[str, Any] | None) -> str:
+        """system.dtype=auto on a CPU: the precision a resumed CPU run trained in (so that it
+        continues exactly), else the faster one measured at this run's shapes, by rank 0 alone
+        (ranks timing at once would slow each other, and must agree anyway)."""
+        trained_in = (resume_state or {}).get("system", {})
+        if str(trained_in.get("device", "")).startswith("cpu") and trained_in.get("dtype") in ("float32", "bfloat16"):
+            log.info("dtype=auto: %s, the precision this run trained in", trained_in["dtype"])
+            return trained_in["dtype"]
+        probe = choose_cpu_dtype(self.model_args, self.cfg.dataset.batch_size) if self.world.is_main else None
+        if self.world.enabled:
+            shared = [probe]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            probe = shared[0]
+        assert probe is not None
+        log.info("%s", probe.describe())
+        self.dtype_probe = probe
+        return probe.dtype
 
     def _restore(self, state: dict[str, Any]) -> None:
         try:
@@ -444,6 +466,7 @@ class Trainer:
             "train_time_s": self.elapsed,
             "data": {"train_generator": self.train_generator.get_state()},
             "rng": rng,
+            "system": {"device": self.system.device, "dtype": self.system.dtype, "compile": self.system.compile},
             "config": json.dumps(OmegaConf.to_container(self.cfg, resolve=True)),
             "dataset_meta": json.dumps(self.meta),
             "versions": {"nanogpt": nanogpt.__version__, "torch": str(torch.__version__)},
@@ -492,6 +515,7 @@ class Trainer:
         record(
             "start", startup_s=time.time() - PROCESS_START, device=self.system.device, dtype=self.system.dtype,
             compile=self.system.compile, params=self.raw_model.num_params(), world_size=self.world.world_size,
+            **(self.dtype_probe.record() if self.dtype_probe else {}),
         )
         if self.iter_num >= cfg.max_iters:
             log.info("this run already reached max_iters=%d; nothing to do", cfg.max_iters)
@@ -630,7 +654,7 @@ def _train(
         # Fix the schedule's length now, so that resuming with a larger max_iters continues
         # this schedule rather than stretching it mid-run.
         cfg.optimizer.lr_decay_iters = cfg.max_iters
-    system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
+    system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile, measure_cpu_dtype=True)
     world = distributed.init()
     if not world.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one rank speaks

@@ -2,14 +2,17 @@ import pytest
 import torch
 
 from nanogpt.config import ConfigError
-from nanogpt.system import System, cpu_has_fast_bf16, peak_flops, resolve_system
+from nanogpt.system import System, peak_flops, resolve_system
 
 
 def test_auto_on_this_machine():
     system = resolve_system("auto", "auto", "auto")
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():
         assert system.device == "cpu" and system.compile is False
-        assert system.dtype == ("bfloat16" if cpu_has_fast_bf16() else "float32")
+        # Nothing is assumed from CPU flags: float32, unless the trainer is to measure.
+        assert system.dtype == "float32"
+        assert resolve_system("auto", "auto", "auto", measure_cpu_dtype=True).dtype == "auto"
+        assert resolve_system("cpu", "bfloat16", "auto", measure_cpu_dtype=True).dtype == "bfloat16"
 
 
 def test_explicit_choices_are_kept():
