@@ -42,6 +42,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dtype_probe_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One dtype=auto measurement cache for the session's runs, not the user's ~/.cache."""
+    os.environ["NANOGPT_CACHE_DIR"] = str(tmp_path_factory.mktemp("nanogpt-cache"))
+
+
 @pytest.fixture(scope="session")
 def shakespeare_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The exact 1,115,394-character tiny Shakespeare: ../shared's copy where there is one (CI),
