@@ -14,6 +14,7 @@ A run stopped by a signal exits EXIT_STOPPED, one ended at once by a second Ctrl
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import logging
@@ -51,7 +52,7 @@ from nanogpt.checkpoint import (
 )
 from nanogpt.cli import PROCESS_START, launch, run_or_exit, run_sweep_job, undo_hydra_outputs
 from nanogpt.config import CONF_DIR, validate_train
-from nanogpt.errors import ConfigError, TrainingError
+from nanogpt.errors import ConfigError, TrainingError, first_line
 from nanogpt.free_text import as_text, quote_free_text
 from nanogpt.distributed import Dist, any_rank, env_rank, gather_to_main, max_over_ranks, mean_over_ranks, split_accumulation
 from nanogpt.data import DataError, TokenFile, dataset_dir, load_tokenizer, open_splits, padded_vocab_size, prepare_config, same_tokenizer
@@ -267,6 +268,40 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def device_for(system: System, world: Dist) -> System:
+    """The run's system with the device this process trains on: under DDP on GPUs, its local
+    rank's GPU. That GPU becomes the current CUDA device, also for one process on cuda:N, so that
+    kernels and allocations that name no device (NCCL's, torch.compile's) go there too."""
+    if system.device_type != "cuda":
+        return system
+    if world.enabled:
+        system = replace(system, device=f"cuda:{world.local_rank}")
+    torch.cuda.set_device(system.device)
+    return system
+
+
+@functools.cache
+def compile_failure(device: str) -> str | None:
+    """Why torch.compile cannot build kernels for `device` here, in one line; None if it can.
+    Compilation is lazy: without this probe a machine without a C++ compiler (CPU kernels) or
+    Python's headers (the launchers of GPU kernels) would fail at the first step."""
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.ones(8, device=device))
+    except Exception as exc:  # whatever the toolchain raises, training can go on without compile
+        return first_line(exc)
+    return None
+
+
+def wrap_model(model: GPT, system: System, world: Dist) -> torch.nn.Module:
+    """What the training steps call: the model in DDP across ranks, compiled if system.compile.
+    compile(DDP(model)) rather than DDP(compile(model)): dynamo then splits the graph at DDP's
+    gradient buckets (its DDPOptimizer), so that each bucket's all-reduce overlaps the backward
+    of the layers below it instead of waiting for the whole compiled backward."""
+    if world.enabled:
+        model = DDP(model, device_ids=[world.local_rank] if system.device_type == "cuda" else None)
+    return torch.compile(model) if system.compile else model
+
+
 class Trainer:
     """The state of one training run (model, optimizer, data streams, counters) and the steps
     that advance it. Rank 0 alone writes into the run folder."""
@@ -281,12 +316,8 @@ class Trainer:
         overrides: list[str],
         wandb_group: str | None,
     ):
-        self.cfg, self.run_dir, self.world, self.system = cfg, run_dir, world, system
-        if system.device_type == "cuda":
-            if world.enabled:
-                self.system = system = replace(system, device=f"cuda:{world.local_rank}")
-            # Also for one process on cuda:N: kernels and allocations that name no device go there.
-            torch.cuda.set_device(system.device)
+        self.cfg, self.run_dir, self.world = cfg, run_dir, world
+        self.system = system = device_for(system, world)
         self.micro_steps = split_accumulation(cfg.gradient_accumulation_steps, world)
 
         torch.manual_seed(cfg.seed)
@@ -340,8 +371,10 @@ class Trainer:
         if resume_state is not None:
             self._restore(resume_state)
 
-        model = torch.compile(self.raw_model) if system.compile else self.raw_model
-        self.model = DDP(model, device_ids=[world.local_rank] if system.device_type == "cuda" else None) if world.enabled else model
+        if system.compile and (failure := compile_failure(system.device)):
+            log.warning("system.compile: torch.compile cannot build kernels on this machine (%s); training without it", failure)
+            self.system = system = replace(system, compile=False)
+        self.model = wrap_model(self.raw_model, system, world)
         self.tokens_per_iter = cfg.gradient_accumulation_steps * data.batch_size * data.block_size
         self.flops_per_iter = self.raw_model.flops_per_token() * self.tokens_per_iter
         self.peak = peak_flops(system)
