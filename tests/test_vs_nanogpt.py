@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -97,6 +100,7 @@ def nanogpt_get_lr(settings: dict[str, Any]):
 
 
 def our_config(data_dir: Path, *overrides: str) -> DictConfig:
+    """Our default config on the CPU, in float32 as nanoGPT trains there."""
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
             config_name="config",
@@ -141,7 +145,7 @@ def test_same_seed_same_initial_weights(data_dir: Path, tmp_path: Path):
     nano = load_nanogpt_model()
     settings = nanogpt_settings()
     cfg = our_config(data_dir, "seed=1337")
-    trainer = our_trainer(cfg, tmp_path)
+    trainer = our_trainer(cfg, tmp_path / "run")
     torch.manual_seed(1337)
     theirs = nano.GPT(nano.GPTConfig(**{k: settings[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout")}, vocab_size=65))
     ours = trainer.raw_model.state_dict()
@@ -237,3 +241,68 @@ def test_twenty_steps_equal_nanogpt(data_dir: Path, tmp_path: Path, fused: bool)
     assert lrs[0] < lrs[WARMUP] == max(lrs) and lrs[-1] == settings["min_lr"] < lrs[DECAY - 1]
     assert max_difference(ours.state_dict(), initial) > 1e-3
     assert all(value <= (TOLERANCE if fused else 0.0) for value in differences.values()), differences
+
+
+def load_benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("vs_nanogpt_benchmark", ROOT / "benchmarks" / "vs_nanogpt.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_one_evaluator_scores_either_checkpoint_as_its_own_model_would(tmp_path: Path):
+    """benchmarks/vs_nanogpt.py's evaluator: a checkpoint in nanoGPT's layout (model_args of its
+    GPTConfig, keys possibly prefixed by torch.compile) and one in ours both load into our GPT and
+    score exactly what the model that wrote them computes, over every non-overlapping window."""
+    from dataclasses import asdict
+
+    from nanogpt.model import GPT, GPTConfig
+
+    nano, bench = load_nanogpt_model(), load_benchmark()
+    block = 16
+    val = np.random.default_rng(0).integers(0, 65, 10 * block + 5, dtype=np.uint16)  # 10 windows, 4 tokens left over
+    windows = [torch.from_numpy(val[i * block : (i + 1) * block + 1].astype(np.int64)) for i in range(10)]
+    torch.manual_seed(3)
+    nano_args = dict(n_layer=2, n_head=2, n_embd=32, block_size=block, bias=True, vocab_size=65, dropout=0.0)
+    theirs = nano.GPT(nano.GPTConfig(**nano_args))
+    ours = GPT(GPTConfig(**{**nano_args, "bias": False}))
+    checkpoints = {
+        "nanogpt": ({"model": {f"_orig_mod.{k}": v for k, v in theirs.state_dict().items()}, "model_args": nano_args, "iter_num": 7}, theirs),
+        "ours": ({"model": ours.state_dict(), "model_args": asdict(ours.config), "iter_num": 9}, ours),
+    }
+    for name, (state, model) in checkpoints.items():
+        torch.save(state, tmp_path / f"{name}.pt")
+        result = bench.full_val_loss(tmp_path / f"{name}.pt", val, batch_windows=3)  # the last batch holds one window
+        model.eval()
+        with torch.no_grad():
+            expected = sum(model(w[None, :-1], w[None, 1:])[1].item() for w in windows) / len(windows)
+        assert result["windows"] == 10 and result["tokens"] == 10 * block and result["iter_num"] == state["iter_num"]
+        assert abs(result["val_loss"] - expected) < 1e-6, (name, result, expected)
+
+
+@pytest.mark.slow
+def test_benchmark_smoke(tmp_path: Path):
+    """benchmarks/vs_nanogpt.py end to end at 5 iterations and one seed: nanoGPT's own train.py
+    (with the seed key the benchmark adds) and ours, both logs parsed, both checkpoints scored."""
+    out = tmp_path / "vs.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "vs_nanogpt.py"), "--seeds", "5", "--max-iters", "5", "--tolerance", "0.05",
+         "--anchor", str(ANCHOR), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        # One thread per process: on a busy 2-core machine, torch's thread pools of the runs and of
+        # other processes spin against each other and a one-minute smoke run takes several.
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["cpu"]["model_name"] and isinstance(result["cpu"]["avx512_bf16"], bool)
+    (pair,) = result["runs"]
+    assert {"--seed=5", "--always_save_checkpoint=True"} <= set(pair["nanogpt"]["command"]) and "seed=5" in pair["ours"]["command"]
+    for tool in ("nanogpt", "ours"):
+        run = pair[tool]
+        assert run["ms_per_iter"]["iterations"] > 0 and math.isfinite(run["ms_per_iter"]["mean"]) and run["tokens_per_sec"] > 0
+        # The whole val split of tiny Shakespeare (111,540 tokens) in 64-token windows, after 5 steps.
+        assert run["full_val"]["windows"] == 1742 and run["full_val"]["iter_num"] == 5
+        assert 3.5 < run["full_val"]["val_loss"] < math.log(65) and abs(run["own_val_loss"] - run["full_val"]["val_loss"]) < 0.05
+    assert pair["ours"]["dtype"] in ("float32", "bfloat16")
+    assert result["summary"]["agree"] and "full-val loss" in proc.stdout
