@@ -3,6 +3,7 @@ fsync of the folder) against the training time between two checkpoints.
 
     python benchmarks/checkpoint_cost.py                       # the `small` model, eval_interval 250
     python benchmarks/checkpoint_cost.py --n-layer 12 --n-head 12 --n-embd 768 --block-size 1024 --vocab 50304
+    python benchmarks/checkpoint_cost.py --device cpu          # on the CPU where there is a GPU (default: auto)
 
 Builds the model with a populated AdamW state (one real step), times save_checkpoint over
 --repeats writes (median), times a training step (median of --steps after one warm-up), and
@@ -14,18 +15,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from nanogpt.checkpoint import CKPT_FORMAT, capture_rng_state, save_checkpoint
-from nanogpt.config import OptimizerConfig
-from nanogpt.model import GPT, GPTConfig
-from nanogpt.optim import build_optimizer
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from train_throughput import resolve_device, synchronize  # noqa: E402
+
+from nanogpt.checkpoint import CKPT_FORMAT, capture_rng_state, save_checkpoint  # noqa: E402
+from nanogpt.config import OptimizerConfig  # noqa: E402
+from nanogpt.model import GPT, GPTConfig  # noqa: E402
+from nanogpt.optim import build_optimizer  # noqa: E402
 
 
 def main() -> None:
@@ -39,11 +43,14 @@ def main() -> None:
     parser.add_argument("--eval-interval", type=int, default=250)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (as system.device)")
     args = parser.parse_args()
+    args.device = resolve_device(args.device)
 
     model = GPT(GPTConfig(vocab_size=args.vocab, block_size=args.block_size, n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd))
-    optimizer = build_optimizer(model, OptimizerConfig(), "cpu")
-    x = torch.randint(0, args.vocab, (args.batch_size, args.block_size))
+    model.to(args.device)
+    optimizer = build_optimizer(model, OptimizerConfig(), args.device.split(":")[0])
+    x = torch.randint(0, args.vocab, (args.batch_size, args.block_size), device=args.device)
     step_times = []
     for i in range(args.steps + 1):
         t0 = time.perf_counter()
@@ -51,6 +58,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        synchronize(args.device)
         if i:
             step_times.append(time.perf_counter() - t0)
     state = {
