@@ -175,7 +175,9 @@ def test_second_ctrl_c_ends_at_once_in_one_line_and_keeps_the_last_checkpoint(da
     # Each evaluation takes seconds: the first Ctrl-C lands in one and waits for its end.
     proc = start(*args(run_dir, data_dir, "max_iters=100000", "eval_iters=1500"))
     wait_for(lambda: (run_dir / "ckpt_last.pt").exists(), proc, timeout=300)
-    time.sleep(1)  # inside the evaluation at iter 8
+    # Iteration 8's train record is written just before the evaluation at iter 8 starts.
+    wait_for(lambda: any(r["event"] == "train" and r["iter"] == 8 for r in read_metrics(run_dir / "metrics.jsonl")), proc, timeout=300)
+    time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
