@@ -4,7 +4,10 @@ A stack of pre-LayerNorm transformer blocks over token + position embeddings, wi
 head sharing the token embedding matrix. Attention goes through PyTorch's
 scaled_dot_product_attention, which picks a flash / memory-efficient kernel where one exists.
 For generation, an optional KVCache keeps every layer's keys and values so that each new token
-costs one position's worth of compute instead of a rerun of the whole context.
+costs one position's worth of compute instead of a rerun of the whole context. Such a decode step
+reads every weight once and does little else, so its time is bound by memory bandwidth plus a
+fixed cost per PyTorch call: the forward pass avoids calls that do nothing (dropout at p=0, index
+tensors for the positions) because at batch 1 they are a visible share of a token's time.
 
 GPTConfig also offers the changes that made modded-nanogpt's GPT-2 speedrun fastest: rotary
 position embeddings, RMSNorm, QK-norm, a ReLU^2 MLP, an untied output head and zero-initialised
@@ -109,13 +112,17 @@ class KVCache:
         shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
         self.keys = torch.zeros(shape, device=device, dtype=dtype)
         self.values = torch.zeros(shape, device=device, dtype=dtype)
+        # Each layer's (keys, values), as views made once: new tokens are written into them in place.
+        self.layers = [(self.keys[i], self.values[i]) for i in range(config.n_layer)]
         self.length = 0  # tokens cached so far, which is also the position of the next one
-
-    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.keys[i], self.values[i]
 
     def reset(self) -> None:
         self.length = 0
+
+
+def dropout(p: float) -> nn.Module:
+    """Dropout, or at p=0 (the models' default) an identity that skips even the no-op call."""
+    return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
 class CausalSelfAttention(nn.Module):
@@ -125,7 +132,7 @@ class CausalSelfAttention(nn.Module):
         # One matmul computes queries, keys and values for all heads at once.
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
         head_size = config.n_embd // config.n_head
@@ -138,25 +145,25 @@ class CausalSelfAttention(nn.Module):
         self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
     ) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_size): heads become a batch dimension.
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        # (B, T, 3 * C) -> 3 x (B, n_head, T, head_size): heads become a batch dimension.
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
         if self.qk_norm:
             q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
         if self.rotary is not None:
             q, k = self.rotary(q, start), self.rotary(k, start)
         if cache is not None:
-            # Keep this step's keys and values; the queries then attend to every cached position.
+            # Write this step's keys and values into the cache in place (no concatenation, no new
+            # memory); the queries then attend to every cached position.
             cache_k, cache_v = cache
-            cache_k[:, :, start : start + T] = k
-            cache_v[:, :, start : start + T] = v
-            k, v = cache_k[:, :, : start + T], cache_v[:, :, : start + T]
+            cache_k.narrow(2, start, T).copy_(k)
+            cache_v.narrow(2, start, T).copy_(v)
+            k, v = cache_k.narrow(2, 0, start + T), cache_v.narrow(2, 0, start + T)
         # is_causal aligns its mask with the first key, which is right when the queries are all of
         # the keys (a whole context, or a cache's prefill). A single new token may see every key.
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
         )
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).reshape(B, T, C)  # a copy only when T > 1
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -170,7 +177,7 @@ class MLP(nn.Module):
         # ReLU^2 (So et al. 2021, "Primer"): cheaper than GELU and learns faster in small models.
         self.relu2 = config.activation == "relu2"
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)
@@ -205,7 +212,7 @@ class GPT(nn.Module):
         if config.position == "learned":  # rope rotates queries and keys instead
             layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         layers.update(
-            drop=nn.Dropout(config.dropout),
+            drop=dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=make_norm(config),
         )
@@ -266,15 +273,15 @@ class GPT(nn.Module):
             raise ValueError("a KV cache takes a whole context when empty, then one token at a time")
         x = self.transformer.wte(idx)
         if "wpe" in self.transformer:
-            x = x + self.transformer.wpe(torch.arange(start, start + T, dtype=torch.long, device=idx.device))
+            x = x + self.transformer.wpe.weight[start : start + T]  # positions start .. start + T - 1
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, None if kv_cache is None else kv_cache.layer(i), start)
+            x = block(x, None if kv_cache is None else kv_cache.layers[i], start)
         if kv_cache is not None:
             kv_cache.length += T
         x = self.transformer.ln_f(x)
         if targets is None:
-            return self.lm_head(x[:, [-1], :]), None
+            return self.lm_head(x[:, -1:, :]), None
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss

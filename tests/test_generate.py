@@ -53,6 +53,20 @@ def test_prefill_then_one_token_at_a_time_matches_the_whole_context(bias):
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 5:])
 
 
+def test_dropout_only_in_training_and_only_where_it_drops():
+    """At p=0 the model holds no dropout modules (a decode step makes no call for them); at p>0
+    dropout still drops in training and does nothing in eval."""
+    plain, dropped = tiny(), tiny(dropout=0.5)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
+    assert sum(isinstance(m, torch.nn.Dropout) for m in dropped.modules()) == 1 + 2 * 2  # embeddings, then two per block
+    idx = prompt_ids(2, BLOCK)
+    with torch.no_grad():
+        assert torch.equal(dropped(idx, idx)[0], plain(idx, idx)[0])  # eval: the same weights, the same logits
+        dropped.train()
+        torch.manual_seed(0)
+        assert not torch.equal(dropped(idx, idx)[0], plain(idx, idx)[0])
+
+
 def test_cache_refuses_what_it_cannot_hold():
     model = tiny()
     cache = KVCache(model.config, 1, "cpu", torch.float32)
@@ -98,6 +112,21 @@ def test_greedy_tokens_and_every_steps_logits_match_the_naive_path(bias, window)
             expected = naive_decoder.next_logits(naive[:, :t])
             torch.testing.assert_close(cached_decoder.next_logits(naive[:, :t]), expected, rtol=1e-5, atol=1e-5)
             assert torch.equal(expected.argmax(dim=-1), naive[:, t])
+
+
+@pytest.mark.parametrize("window", ["slide", "halve"])
+@pytest.mark.parametrize("block_size", [BLOCK, BLOCK - 1])
+def test_greedy_kv_cache_matches_the_naive_path_at_random_prompt_lengths(window, block_size):
+    """Prompts from 1 token to twice the context, batches of 1 to 3, each generating three
+    contexts' worth of tokens: the cache is rebuilt from every kind of window."""
+    model = tiny(block_size=block_size)
+    rng = torch.Generator().manual_seed(7)
+    for _ in range(6):
+        length = int(torch.randint(1, 2 * block_size + 1, (1,), generator=rng))
+        batch = int(torch.randint(1, 4, (1,), generator=rng))
+        idx = torch.randint(0, len(CHARS), (batch, length), generator=rng)
+        naive = generate_ids(model, idx, 3 * block_size, temperature=0, kv_cache=False, window=window)
+        assert torch.equal(generate_ids(model, idx, 3 * block_size, temperature=0, kv_cache=True, window=window), naive), (length, batch)
 
 
 def test_a_prompt_longer_than_the_context():
