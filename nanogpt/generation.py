@@ -113,7 +113,12 @@ def pick_next(
         # A token goes once the likelier ones already hold top_p; the likeliest one always stays.
         dropped = probs.cumsum(dim=-1) - probs >= top_p
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(dropped, float("-inf")))
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)
+    # The draw: the index of the largest probs / E, with E ~ Exponential(1) drawn for every token
+    # (the Gumbel-max trick, exponentiated). That is how torch.multinomial draws one sample, so
+    # these are its draws for the same generator; it first checks the probabilities (minimum,
+    # maximum and sum, each read back to Python), which costs more than the draw itself.
+    probs = logits.softmax(dim=-1)
+    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(dim=-1, keepdim=True)
 
 
 @torch.inference_mode()

@@ -174,6 +174,20 @@ def test_top_k_1_and_a_tiny_top_p_are_greedy(option):
     assert torch.equal(generate_ids(model, idx, 30, temperature=1.5, generator=torch.Generator().manual_seed(0), **option), greedy)
 
 
+@pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.8, 200), (0.5, 10)])
+def test_draws_are_torch_multinomials_draws(temperature, top_k):
+    """pick_next draws as torch.multinomial does for one sample, without its checks: the same
+    tokens from the same generator state, so texts do not depend on which of the two draws."""
+    logits = torch.randn(5, len(CHARS), generator=torch.Generator().manual_seed(3)) * 3
+    ours, theirs = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    for _ in range(50):
+        token = pick_next(logits, temperature, top_k, generator=ours)
+        scaled = logits / temperature
+        if top_k is not None and top_k < scaled.size(-1):
+            scaled = scaled.masked_fill(scaled < torch.topk(scaled, top_k).values[:, [-1]], float("-inf"))
+        assert torch.equal(token, torch.multinomial(scaled.softmax(dim=-1), 1, generator=theirs))
+
+
 def test_top_k_and_top_p_keep_only_the_likeliest_tokens():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.1, 0.06, 0.04]])).repeat(2000, 1)
     rng = torch.Generator().manual_seed(0)
