@@ -84,13 +84,20 @@ def hydra_output_subdir(init_from: str, timestamp: str) -> str | None:
     """Where Hydra saves the composed config (resolver `nanogpt.output_subdir`): a resumed run keeps
     the original `.hydra/` and records each resume's config and overrides beside it. Under DDP
     only rank 0 writes it, and nobody writes into a folder that a live run holds: the command is
-    refused a moment later (nanogpt.runlock) and must leave that run's config as it was."""
+    refused a moment later (nanogpt.runlock) and must leave that run's config as it was; so must a
+    new run in a folder that holds a finished one (refused by nanogpt.train)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     if env_rank() != 0:
         return None
-    output_dir = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None) if HydraConfig.initialized() else None
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    output_dir = OmegaConf.select(hydra, "runtime.output_dir", default=None) if hydra is not None else None
     if output_dir is not None and holder(Path(output_dir)) is not None:
+        return None
+    if init_from != "resume" and output_dir is not None and hydra.mode == RunMode.RUN and any(Path(output_dir).glob("ckpt_*.pt")):
+        # A new run in a folder that holds one is refused too (nanogpt.train): that run's config
+        # must stay, or its own checkpoint no longer matches it. A sweep's job continues its run.
         return None
     return ".hydra" if init_from != "resume" else f".hydra/resume-{timestamp}"
 

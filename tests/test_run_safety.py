@@ -83,6 +83,19 @@ def test_second_writer_and_resume_of_a_live_run_are_refused_and_change_nothing(d
     assert not (run_dir / ".lock").exists()
 
 
+def test_a_new_run_in_a_folder_that_holds_a_run_is_refused_and_changes_nothing(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli("nanogpt.train", *args(run_dir, data_dir, "max_iters=4"))
+    before = folder_digest(run_dir)
+    proc = run_cli("nanogpt.train", *args(run_dir, data_dir, "max_iters=4", "model.n_layer=3"), check=False)
+    assert one_line_error(proc) == (
+        f"error: hydra.run.dir={run_dir} already holds a run: continue it with init_from=resume run_dir={run_dir}, or choose a new folder"
+    )
+    # Hydra's config copy included: a refused command that rewrote it with model.n_layer=3 left the
+    # run unresumable (its own checkpoint "is not this run's checkpoint").
+    assert folder_digest(run_dir) == before
+
+
 def test_resume_without_run_dir_skips_a_live_run_and_says_which_it_chose(data_dir, tmp_path):
     old, live = tmp_path / "outputs/2026-01-01/10-00-00", tmp_path / "outputs/2026-01-02/09-00-00"
     run_cli("nanogpt.train", *args(old, data_dir, "max_iters=4"), cwd=tmp_path)
