@@ -186,3 +186,27 @@ def test_cli_bad_pretrained_input(gpt2_folder, bpe_data_dir, tmp_path, overrides
     )
     assert one_line_error(proc).startswith(message)
     assert not (tmp_path / "run").exists()
+
+
+class OpensAFile:
+    """Unpickling this creates a file: what a malicious pytorch_model.bin would do (run code)."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_payload_in_pytorch_model_bin_is_refused_without_running_it(data_dir, tmp_path):
+    folder, marker = tmp_path / "evil", tmp_path / "payload-ran"
+    folder.mkdir()
+    config = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64, "vocab_size": 65}
+    (folder / "config.json").write_text(json.dumps(config))
+    torch.save({"transformer.wte.weight": torch.zeros(65, 32), "h.0.attn.c_attn.weight": OpensAFile(marker)}, folder / "pytorch_model.bin")
+    proc = run_cli(
+        "nanogpt.train", *TINY, f"init_from=hf:{folder}", f"dataset.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", check=False
+    )
+    assert not marker.exists()  # the payload never ran
+    assert one_line_error(proc) == f"error: {folder / 'pytorch_model.bin'}: unreadable or holds more than tensors (UnpicklingError)"
+    assert not (tmp_path / "run").exists()
