@@ -119,3 +119,15 @@ def test_a_character_tokenizer_exports_as_a_tokenizer_transformers_loads(tmp_pat
     ids = theirs(text, add_special_tokens=False)["input_ids"]
     assert ids == CharTokenizer(chars).encode(text) and len(theirs) == len(chars)
     assert theirs.decode(ids) == text
+
+
+@pytest.mark.parametrize(
+    "key, value", [("position", "rope"), ("norm", "rmsnorm"), ("qk_norm", True), ("activation", "relu2"), ("tie_embeddings", False)]
+)
+def test_a_model_with_a_non_gpt2_option_is_refused_and_nothing_is_written(tmp_path, key, value):
+    make_run(tmp_path / "run", CHAR_META, **{key: value})
+    with pytest.raises(ConfigError) as refused:
+        export(export_cfg(tmp_path / "run", tmp_path / "hf"))
+    path = checkpoint_path(tmp_path / "run", "best")
+    assert str(refused.value) == f"{path}: model.{key}={value!r} has no GPT-2 equivalent, so this model cannot be exported"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no out folder, no staging folder
