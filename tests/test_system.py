@@ -1,6 +1,11 @@
+import io
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
+import nanogpt.system
 from nanogpt.config import ConfigError
 from nanogpt.system import System, peak_flops, resolve_system
 
@@ -32,10 +37,56 @@ def test_cuda_without_a_gpu_is_refused():
         resolve_system("cuda", "auto", "auto")
 
 
-def test_cpu_peak_is_a_plausible_number():
+def test_cpu_peak_is_a_plausible_number_where_proc_cpuinfo_gives_flags_and_clock():
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo on this machine")
+    lines = cpuinfo.splitlines()
+    if not any(line.startswith("flags") for line in lines) or not any(line.startswith("cpu MHz") for line in lines):
+        pytest.skip("/proc/cpuinfo here has no flags or cpu MHz line (an ARM CPU, say)")
     peak = peak_flops(resolve_system("cpu", "float32", "false"))
-    if peak is not None:
-        assert 1e9 < peak < 1e14
+    assert peak is not None and 1e9 < peak < 1e14
+
+
+def fake_cpuinfo(monkeypatch: pytest.MonkeyPatch, text: str, affinity: int = 8, threads: int = 4) -> None:
+    """nanogpt.system reads `text` as /proc/cpuinfo, may run on `affinity` cores and torch uses `threads`."""
+    real_open = open
+    monkeypatch.setattr(
+        nanogpt.system, "open", lambda path, *a, **k: io.StringIO(text) if path == "/proc/cpuinfo" else real_open(path, *a, **k), raising=False
+    )
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(affinity)), raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    nanogpt.system.cpu_flags.cache_clear()
+
+
+@pytest.fixture
+def fresh_cpu_flags():
+    nanogpt.system.cpu_flags.cache_clear()
+    yield
+    nanogpt.system.cpu_flags.cache_clear()  # the real machine's flags again
+
+
+@pytest.mark.parametrize(
+    "flags, float32, bfloat16",
+    [
+        # cores (min of 8 allowed and 4 threads) x 2.5 GHz x 2 FMA units x lanes x 2 FLOPs per FMA
+        ("fpu sse2 avx avx2 fma avx512f avx512_bf16", 4 * 2.5e9 * 2 * 16 * 2, 4 * 2.5e9 * 2 * 32 * 2),
+        ("fpu sse2 avx avx2 fma avx512f", 4 * 2.5e9 * 2 * 16 * 2, 4 * 2.5e9 * 2 * 16 * 2),
+        ("fpu sse2 avx avx2 fma", 4 * 2.5e9 * 2 * 8 * 2, 4 * 2.5e9 * 2 * 8 * 2),
+        ("fpu sse2", 4 * 2.5e9 * 2 * 4 * 2, 4 * 2.5e9 * 2 * 4 * 2),
+    ],
+)
+def test_cpu_peak_is_cores_times_clock_times_flops_per_cycle(monkeypatch, fresh_cpu_flags, flags, float32, bfloat16):
+    fake_cpuinfo(monkeypatch, f"processor\t: 0\nmodel name\t: A CPU\ncpu MHz\t\t: 2500.000\nflags\t\t: {flags}\n")
+    assert peak_flops(System(device="cpu", dtype="float32", compile=False)) == pytest.approx(float32, rel=1e-12)
+    assert peak_flops(System(device="cpu", dtype="bfloat16", compile=False)) == pytest.approx(bfloat16, rel=1e-12)
+
+
+@pytest.mark.parametrize("cpuinfo", ["processor\t: 0\nflags\t\t: avx2\n", "processor\t: 0\ncpu MHz\t\t: 2500.000\n", ""])
+def test_cpu_peak_is_unknown_without_a_clock_or_flags(monkeypatch, fresh_cpu_flags, cpuinfo):
+    fake_cpuinfo(monkeypatch, cpuinfo)
+    assert peak_flops(System(device="cpu", dtype="float32", compile=False)) is None
 
 
 def test_autocast_is_a_no_op_in_float32():
