@@ -9,13 +9,15 @@ import torch.distributed as dist
 from torch._dynamo.eval_frame import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import nanogpt.train
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.distributed import Dist
 from nanogpt.metrics import read_metrics
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.system import System
-from nanogpt.train import device_for, wrap_model
+from nanogpt.system import System, resolve_system
+from nanogpt.train import Trainer, device_for, wrap_model
 from tests.conftest import TINY, run_cli
+from tests.test_config import compose_train
 
 
 def test_the_process_makes_its_gpu_current_alone_on_cuda_n_and_under_ddp(monkeypatch):
@@ -42,6 +44,19 @@ def test_ddp_is_compiled_whole_so_that_dynamo_can_split_it_at_the_gradient_bucke
     wrapped = wrap_model(model, compiled, Dist(world_size=2))
     assert isinstance(wrapped, OptimizedModule) and isinstance(wrapped._orig_mod, DDP) and wrapped._orig_mod.module is model
     assert wrap_model(model, System(device="cpu", dtype="float32", compile=False), Dist()) is model
+
+
+def test_a_compiled_runs_checkpoint_holds_the_models_own_names(data_dir, tmp_path, monkeypatch):
+    """torch.compile wraps the model (its state dict's names gain `_orig_mod.`); checkpoints hold
+    the plain model's names, which sampling, export and an uncompiled resume load."""
+    monkeypatch.setattr(nanogpt.train, "compile_failure", lambda device: None)  # compilation is lazy: nothing is built here
+    cfg = compose_train(*TINY, "system.compile=true", f"dataset.data_dir={data_dir}")
+    system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
+    trainer = Trainer(cfg, tmp_path, system, Dist(), None, [], None)
+    assert isinstance(trainer.model, OptimizedModule) and trainer.model._orig_mod is trainer.raw_model
+    assert all(name.startswith("_orig_mod.") for name in trainer.model.state_dict())
+    names = list(trainer.checkpoint()["model"])
+    assert names == list(GPT(GPTConfig(**trainer.model_args)).state_dict()) and "transformer.wte.weight" in names
 
 
 @pytest.mark.slow
