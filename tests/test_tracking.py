@@ -49,6 +49,36 @@ def test_wandb_offline_logs_config_metrics_samples_and_resume_continues_the_run(
     assert min(steps) > 8
 
 
+def test_without_a_login_wandb_logs_offline_into_the_run_folder(tmp_path, monkeypatch, caplog):
+    """No WANDB_MODE, no wandb.mode, no API key and no ~/.netrc: the run logs offline instead of
+    failing on wandb's 'No API key configured' (in-process: the CLI tests set WANDB_MODE=offline)."""
+    import wandb
+    from omegaconf import OmegaConf
+
+    from nanogpt.config import WandbConfig
+    from nanogpt.tracking import WandbRun
+
+    for key in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NETRC", str(home / ".netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    caplog.set_level("INFO", logger="nanogpt.tracking")
+    run = WandbRun(OmegaConf.structured(WandbConfig), {"max_iters": 8}, run_dir, None, None)
+    run.log({"train/loss": 2.5}, step=1)
+    run.finish()
+    wandb.teardown()  # wait for wandb's writer, as the end of a training process does
+    assert f"wandb: not logged in, logging offline to {run_dir}/wandb (upload later with `wandb sync`)" in caplog.messages
+    [logged] = wandb_files(run_dir)  # <run_dir>/wandb/offline-run-<time>-<id>/run-<id>.wandb
+    assert logged.parent.name.endswith(f"-{run.id}") and run_info(logged)["id"] == run.id
+    assert [r["train/loss"] for r in history(logged) if "train/loss" in r] == [2.5]
+
+
 def test_metrics_hold_gradient_health_and_an_end_record(data_dir, tmp_path):
     run_dir = tmp_path / "run"
     run_cli("nanogpt.train", *RUN, "max_iters=8", "optimizer.grad_clip=0.5", f"dataset.data_dir={data_dir}", f"hydra.run.dir={run_dir}")
