@@ -21,8 +21,9 @@ from omegaconf import OmegaConf
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.distributed import Dist
 from nanogpt.metrics import read_metrics
-from nanogpt.train import agreement_due
-from tests.conftest import ROOT, TINY, cli_env, run_cli
+from nanogpt.train import agreement_due, train
+from tests.conftest import ROOT, TINY, cli_env, run_cli, state_digest
+from tests.test_config import compose_train
 
 RUN = (*TINY, "max_iters=12", "eval_interval=6", "log_interval=1", "optimizer.warmup_iters=2", "gradient_accumulation_steps=2")
 
@@ -58,6 +59,40 @@ def test_two_ranks_train_like_one_process_with_the_same_global_batch(data_dir, t
     events = [r["event"] for r in read_metrics(ddp / "metrics.jsonl")]
     assert events.count("start") == 1 and events.count("end") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "single"]
+
+
+@pytest.mark.slow
+def test_two_ranks_of_two_micro_steps_each_train_like_one_process_of_four(data_dir, tmp_path):
+    """gradient_accumulation_steps=4 on 2 ranks: each rank runs 2 micro-steps, the first under
+    DDP's no_sync (gradients accumulate locally), the last all-reducing their sum."""
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    run = (*RUN, "gradient_accumulation_steps=4", "max_iters=8", "eval_interval=4", f"dataset.data_dir={data_dir}")
+    single.mkdir()
+    train(compose_train(*run), single)
+    proc = torchrun(*run, f"hydra.run.dir={ddp}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert read_metrics(ddp / "metrics.jsonl")[-1]["tokens"] == 8 * 4 * 8 * 32  # 8 steps of 4 micro-batches of 8 x 32
+    assert len(losses(single)) == 8 and losses(ddp) == pytest.approx(losses(single), rel=1e-4)
+    a, b = load_checkpoint(single / "ckpt_last.pt"), load_checkpoint(ddp / "ckpt_last.pt")
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_two_rank_run_stopped_and_resumed_ends_bit_for_bit_as_one_uninterrupted(data_dir, tmp_path):
+    """Dropout on, so that each rank's own random stream must come back from the checkpoint."""
+    whole, halves = tmp_path / "whole", tmp_path / "halves"
+    run = (*RUN, "model.dropout=0.1", "gradient_accumulation_steps=4", "eval_interval=4", f"dataset.data_dir={data_dir}")
+    for args in ((*run, "max_iters=8", f"hydra.run.dir={whole}"), (*run, "max_iters=4", "optimizer.lr_decay_iters=8", f"hydra.run.dir={halves}")):
+        proc = torchrun(*args)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert load_checkpoint(halves / "ckpt_last.pt")["iter_num"] == 4
+    proc = torchrun("init_from=resume", f"run_dir={halves}", "max_iters=8", f"dataset.data_dir={data_dir}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "resuming" in (halves / "train.log").read_text()
+    assert load_checkpoint(halves / "ckpt_last.pt")["iter_num"] == 8
+    assert state_digest(halves / "ckpt_last.pt") == state_digest(whole / "ckpt_last.pt")
+    assert losses(halves) == losses(whole)  # each iteration once, with identical values
 
 
 @pytest.mark.slow
