@@ -243,9 +243,10 @@ COMPILE_CHOICES = ("auto", "true", "false")
 
 def validate_system(system: DictConfig | SystemConfig) -> None:
     device = str(system.device)
-    kind, _, index = device.partition(":")
+    kind, colon, index = device.partition(":")
     _require(
-        kind in DEVICE_KINDS and (not index or (kind == "cuda" and index.isdigit())),
+        # ASCII digits: str.isdigit() also takes "²", which int() refuses later with a traceback.
+        kind in DEVICE_KINDS and (not colon or (kind == "cuda" and index.isascii() and index.isdigit())),
         "system.device",
         device,
         "must be one of auto, cpu, cuda, cuda:N, mps",
