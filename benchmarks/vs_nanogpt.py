@@ -177,9 +177,9 @@ def run_nanogpt(copy: Path, seed: int, iters: int, eval_interval: int, skip: int
     }
 
 
-def run_ours(work: Path, seed: int, iters: int, eval_interval: int, skip: int, logs: Path) -> dict[str, Any]:
+def run_ours(work: Path, seed: int, iters: int, eval_interval: int, skip: int, logs: Path, extra: list[str]) -> dict[str, Any]:
     run_dir = work / f"ours-{seed}"
-    command = [sys.executable, "-m", "nanogpt.train", f"seed={seed}", f"hydra.run.dir={run_dir}"]
+    command = [sys.executable, "-m", "nanogpt.train", f"seed={seed}", f"hydra.run.dir={run_dir}", *extra]
     if iters != FULL_ITERS:
         command.append(f"max_iters={iters}")
     if eval_interval != EVAL_INTERVAL:
@@ -254,6 +254,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1337, 1338, 1339])
     parser.add_argument("--max-iters", type=int, default=FULL_ITERS, help="iterations per run (fewer: a smoke run)")
     parser.add_argument("--skip", type=int, default=None, help="first iterations left out of the timings (default 20; none below 100 iterations)")
+    parser.add_argument("--ours", nargs="*", default=[], metavar="KEY=VALUE", help="overrides added to our command (e.g. system.dtype=float32)")
     parser.add_argument("--tolerance", type=float, default=0.01, help="largest allowed difference of the mean full-val losses")
     parser.add_argument("--anchor", type=Path, default=Path(os.environ.get("NANOGPT_ANCHOR") or DEFAULT_ANCHOR), help="nanoGPT's folder")
     parser.add_argument("--corpus", type=Path, default=None, help="tiny Shakespeare's input.txt (default ../shared's, else the packaged copy)")
@@ -291,6 +292,7 @@ def main() -> None:
         result: dict[str, Any] = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_description(),
             "version": git_version(), "torch": torch.__version__, "python": platform.python_version(), "anchor": str(args.anchor),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
             "max_iters": iters, "eval_interval": eval_interval, "skip": skip, "seeds": args.seeds,
             "nanogpt_seed_patch": [new for _, new in SEED_PATCH], "runs": [],
         }
@@ -298,7 +300,7 @@ def main() -> None:
         for seed in args.seeds:
             pair: dict[str, Any] = {"seed": seed}
             for tool, runner in (("nanogpt", lambda: run_nanogpt(copy, seed, iters, eval_interval, skip, logs)),
-                                 ("ours", lambda: run_ours(work, seed, iters, eval_interval, skip, logs))):
+                                 ("ours", lambda: run_ours(work, seed, iters, eval_interval, skip, logs, args.ours))):
                 r = runner()
                 r["tokens_per_sec"] = BATCH_SIZE * BLOCK_SIZE / (r["ms_per_iter"]["mean"] / 1000)
                 r["full_val"] = full_val_loss(r.pop("checkpoint"), val)
