@@ -59,13 +59,15 @@ class DtypeProbe:
     float32_ms: float  # estimated forward + backward time of one micro-step (not the optimizer)
     bfloat16_ms: float
     cached: bool  # read from the cache instead of measured now
+    key: str  # the cache entry's key (machine, torch, threads, shapes)
+    seconds: float = 0.0  # what measuring took (0 when cached)
 
     @property
     def speedup(self) -> float:
         return self.float32_ms / self.bfloat16_ms
 
     def describe(self) -> str:
-        source = "cached measurement" if self.cached else "measured"
+        source = "cached measurement" if self.cached else f"measured in {self.seconds:.2f} s"
         return (
             f"dtype=auto chose {self.dtype}: forward + backward at this run's shapes takes {self.float32_ms:.1f} ms in "
             f"float32, {self.bfloat16_ms:.1f} ms in bfloat16 ({self.speedup:.2f}x; bfloat16 needs {BF16_MIN_SPEEDUP:.2f}x; "
@@ -83,12 +85,29 @@ def choose_cpu_dtype(model_args: dict[str, Any], batch_size: int) -> DtypeProbe:
     key = cache_key(model_args, plan)
     cached = _read_cache().get(key)
     if cached is not None:
-        return DtypeProbe(cached["dtype"], cached["float32_ms"], cached["bfloat16_ms"], cached=True)
+        return DtypeProbe(cached["dtype"], cached["float32_ms"], cached["bfloat16_ms"], cached=True, key=key)
+    started = time.perf_counter()
     times = measure_step_ms(model_args, plan)
     dtype = "bfloat16" if times["float32"] >= BF16_MIN_SPEEDUP * times["bfloat16"] else "float32"
-    probe = DtypeProbe(dtype, times["float32"], times["bfloat16"], cached=False)
-    _write_cache(key, {"dtype": dtype, "float32_ms": probe.float32_ms, "bfloat16_ms": probe.bfloat16_ms, "measured": time.time()})
+    probe = DtypeProbe(dtype, times["float32"], times["bfloat16"], cached=False, key=key, seconds=time.perf_counter() - started)
+    busy = machine_busy()
+    if busy:
+        log.info("dtype probe not cached: %s, so the next run measures again", busy)
+    else:
+        _write_cache(key, {"dtype": dtype, "float32_ms": probe.float32_ms, "bfloat16_ms": probe.bfloat16_ms, "measured": time.time()})
     return probe
+
+
+def machine_busy() -> str | None:
+    """Why timings taken now would not stand for this machine (other work competing for its
+    cores), or None. Such a measurement still decides this run, but is not kept."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # This process itself adds up to 1 to the load average.
+    return f"the machine was busy (load {load:.1f} on {cores} cores)" if load > cores + 1 else None
 
 
 def probe_plan(model_args: dict[str, Any], batch_size: int) -> ProbePlan:

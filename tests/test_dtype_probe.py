@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from nanogpt import dtype_probe
 from nanogpt.dtype_probe import ProbePlan, cache_path, choose_cpu_dtype, measure_step_ms, probe_plan
 from tests.conftest import run_cli
 
+BUSY_CHECK = dtype_probe.machine_busy  # the real check, before a fixture replaces it
 README_MODEL = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
 SMALL_MODEL = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, bias=False)
 
@@ -21,6 +23,7 @@ SMALL_MODEL = dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=38
 @pytest.fixture
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NANOGPT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(dtype_probe, "machine_busy", lambda: None)  # the suite's own load must not matter
     return tmp_path / "cache"
 
 
@@ -62,6 +65,20 @@ def test_a_damaged_or_unwritable_cache_only_means_measuring_again(monkeypatch, c
     assert len(calls) == 2
 
 
+def test_a_measurement_on_a_busy_machine_decides_the_run_but_is_not_kept(monkeypatch, cache_dir):
+    calls = fake_times(monkeypatch, 30.0, 10.0)
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(dtype_probe, "machine_busy", BUSY_CHECK)
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 3.0, 0.0, 0.0))
+    assert dtype_probe.machine_busy() == f"the machine was busy (load {cores + 3.0:.1f} on {cores} cores)"
+    assert choose_cpu_dtype(README_MODEL, 12).dtype == "bfloat16"
+    assert not cache_path().exists()
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 0.9, 0.0, 0.0))  # this process's own load
+    assert dtype_probe.machine_busy() is None
+    assert choose_cpu_dtype(README_MODEL, 12).cached is False and choose_cpu_dtype(README_MODEL, 12).cached is True
+    assert len(calls) == 2
+
+
 def test_probe_plan_times_the_whole_batch_or_two_sizes_of_full_rows():
     # The README CPU run's micro-batch (12 x 64) is cheap: timed as it is.
     assert probe_plan(README_MODEL, 12) == ProbePlan(seq_len=64, rows=(12,), step_rows=12.0)
@@ -98,11 +115,11 @@ def _start_record(run_dir: Path) -> dict:
     return [r for r in records if r["event"] == "start"][-1]
 
 
-def _set_cached_choice(cache_dir: Path, dtype: str) -> None:
-    """Rewrite the cache's entry (the one run so far) to say `dtype` is faster."""
-    cache = json.loads((cache_dir / "dtype_probe.json").read_text())
-    (entry,) = cache["entries"].values()
-    entry.update(dtype=dtype, float32_ms=20.0 if dtype == "bfloat16" else 10.0, bfloat16_ms=10.0 if dtype == "bfloat16" else 20.0)
+def _set_cached_choice(cache_dir: Path, key: str, dtype: str) -> None:
+    """A cache whose entry for `key` says `dtype` is faster."""
+    times = {"float32_ms": 20.0, "bfloat16_ms": 10.0} if dtype == "bfloat16" else {"float32_ms": 10.0, "bfloat16_ms": 20.0}
+    cache = {"format": dtype_probe.CACHE_FORMAT, "entries": {key: {"dtype": dtype, **times}}}
+    cache_dir.mkdir(exist_ok=True)
     (cache_dir / "dtype_probe.json").write_text(json.dumps(cache))
 
 
@@ -118,10 +135,10 @@ def test_the_cli_follows_the_measurement_obeys_an_explicit_dtype_and_a_resume_ke
         run_cli("nanogpt.train", *common, f"hydra.run.dir={tmp_path / name}", *extra, env=env)
         return _start_record(tmp_path / name)
 
-    first = train("measured")  # measures and fills the cache
+    first = train("measured")  # measures (and fills the cache, unless the machine is busy)
     assert first["dtype_probe"]["cached"] is False and first["dtype"] == first["dtype_probe"]["dtype"]
     for dtype in ("bfloat16", "float32"):
-        _set_cached_choice(cache_dir, dtype)
+        _set_cached_choice(cache_dir, first["dtype_probe"]["key"], dtype)
         start = train(f"cached-{dtype}")
         assert (start["dtype"], start["dtype_probe"]["cached"]) == (dtype, True)
     explicit = train("explicit", "system.dtype=bfloat16")  # the cache says float32 now
