@@ -33,7 +33,7 @@ import torch
 from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, check_model_args, checkpoint_path, load_checkpoint
 from nanogpt.config import ConfigError, SystemConfig, validate_generation, validate_system
 from nanogpt.data import DataError, Tokenizer, load_tokenizer
-from nanogpt.model import GPT, GPTConfig, KVCache
+from nanogpt.model import GPT, DecodeStep, GPTConfig, KVCache
 from nanogpt.system import System, resolve_system
 
 # ----------------------------------------------------------------------------- tokens
@@ -72,6 +72,7 @@ class Decoder:
         if kv_cache:
             weight = model.lm_head.weight
             self.cache = KVCache(model.config, batch_size, weight.device, cache_dtype or weight.dtype)
+            self.step = DecodeStep(model)
         self.cache_start = 0  # the cache holds the tokens [cache_start, cache_start + cache.length)
 
     def next_logits(self, idx: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,7 @@ class Decoder:
             logits, _ = self.model(idx[:, self.start :])
         elif self.cache_start == self.start and self.start + self.cache.length == length - 1:
             # The cache holds this window up to the previous token: only the newest one is new.
-            logits, _ = self.model(idx[:, -1:], kv_cache=self.cache)
+            logits = self.step(idx[:, -1:], self.cache)
         else:
             # A new window (the prompt's, or one that moved): its keys and values are all new.
             self.cache.reset()

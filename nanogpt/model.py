@@ -5,9 +5,10 @@ head sharing the token embedding matrix. Attention goes through PyTorch's
 scaled_dot_product_attention, which picks a flash / memory-efficient kernel where one exists.
 For generation, an optional KVCache keeps every layer's keys and values so that each new token
 costs one position's worth of compute instead of a rerun of the whole context. Such a decode step
-reads every weight once and does little else, so its time is bound by memory bandwidth plus a
-fixed cost per PyTorch call: the forward pass avoids calls that do nothing (dropout at p=0, index
-tensors for the positions) because at batch 1 they are a visible share of a token's time.
+reads every weight once and does little else, so its time is the memory's (the weights streamed
+once) plus a fixed cost per PyTorch call, which at batch 1 is a visible share of a token's time:
+the forward pass makes no call that does nothing (dropout outside training, index tensors for
+the positions), and DecodeStep, at the end, runs a token's step without nn.Module's machinery.
 
 GPTConfig also offers the changes that made modded-nanogpt's GPT-2 speedrun fastest: rotary
 position embeddings, RMSNorm, QK-norm, a ReLU^2 MLP, an untied output head and zero-initialised
@@ -17,7 +18,9 @@ output projections. Each is off by default (the defaults are GPT-2) and works al
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -55,13 +58,15 @@ def non_gpt2_options(config: GPTConfig) -> dict[str, object]:
 class LayerNorm(nn.Module):
     """LayerNorm with an optional bias (nn.LayerNorm cannot turn the bias off alone)."""
 
+    eps = 1e-5
+
     def __init__(self, ndim: int, bias: bool):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(ndim))
         self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
 class RMSNorm(nn.Module):
@@ -120,11 +125,6 @@ class KVCache:
         self.length = 0
 
 
-def dropout(p: float) -> nn.Module:
-    """Dropout, or at p=0 (the models' default) an identity that skips even the no-op call."""
-    return nn.Dropout(p) if p > 0 else nn.Identity()
-
-
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -132,7 +132,7 @@ class CausalSelfAttention(nn.Module):
         # One matmul computes queries, keys and values for all heads at once.
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
         head_size = config.n_embd // config.n_head
@@ -163,8 +163,9 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
         )
-        y = y.transpose(1, 2).reshape(B, T, C)  # a copy only when T > 1
-        return self.resid_dropout(self.c_proj(y))
+        y = self.c_proj(y.transpose(1, 2).reshape(B, T, C))  # reshape copies only when T > 1
+        # Dropout is the identity outside training: not calling it saves a call per use per token.
+        return self.resid_dropout(y) if self.training else y
 
 
 class MLP(nn.Module):
@@ -177,12 +178,13 @@ class MLP(nn.Module):
         # ReLU^2 (So et al. 2021, "Primer"): cheaper than GELU and learns faster in small models.
         self.relu2 = config.activation == "relu2"
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = dropout(config.dropout)
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.c_fc(x)
         h = F.relu(h).square() if self.relu2 else self.gelu(h)
-        return self.dropout(self.c_proj(h))
+        h = self.c_proj(h)
+        return self.dropout(h) if self.training else h
 
 
 class Block(nn.Module):
@@ -212,7 +214,7 @@ class GPT(nn.Module):
         if config.position == "learned":  # rope rotates queries and keys instead
             layers["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         layers.update(
-            drop=dropout(config.dropout),
+            drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=make_norm(config),
         )
@@ -274,7 +276,8 @@ class GPT(nn.Module):
         x = self.transformer.wte(idx)
         if "wpe" in self.transformer:
             x = x + self.transformer.wpe.weight[start : start + T]  # positions start .. start + T - 1
-        x = self.transformer.drop(x)
+        if self.training:
+            x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, None if kv_cache is None else kv_cache.layers[i], start)
         if kv_cache is not None:
@@ -291,3 +294,84 @@ class GPT(nn.Module):
         6 per parameter plus the attention score and value products."""
         cfg = self.config
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * cfg.block_size
+
+
+def bound(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A Linear's or a norm's forward as a plain function of x with the module's weights bound in."""
+    if isinstance(module, nn.Linear):
+        return partial(F.linear, weight=module.weight, bias=module.bias)
+    if isinstance(module, LayerNorm):
+        return partial(F.layer_norm, normalized_shape=module.weight.shape, weight=module.weight, bias=module.bias, eps=module.eps)
+    if isinstance(module, RMSNorm):
+        return partial(F.rms_norm, normalized_shape=module.weight.shape, weight=module.weight)
+    raise TypeError(f"no plain function for {type(module).__name__}")
+
+
+@dataclass
+class BoundBlock:
+    """A Block's computations for one token, as plain functions (see DecodeStep)."""
+
+    ln_1: Callable[[torch.Tensor], torch.Tensor]
+    c_attn: Callable[[torch.Tensor], torch.Tensor]
+    rotary: Rotary | None
+    attn_proj: Callable[[torch.Tensor], torch.Tensor]
+    ln_2: Callable[[torch.Tensor], torch.Tensor]
+    c_fc: Callable[[torch.Tensor], torch.Tensor]
+    activation: Callable[[torch.Tensor], torch.Tensor]
+    mlp_proj: Callable[[torch.Tensor], torch.Tensor]
+
+
+class DecodeStep:
+    """The next logits (B, 1, vocab) for idx (B, 1), one new token per row after those in a KV
+    cache: what GPT.forward(idx, kv_cache=cache) computes (the same calls on the same tensors, so
+    the same numbers), with the weights gathered into plain functions once per generation.
+
+    Why: a batch-1 decode step streams every weight once in 25 matrix-vector products (the small
+    model) and makes about 150 small calls besides. Reached through nn.Module's call machinery and
+    its attribute lookups, those calls cost about 0.2x the weights' streaming time on a 2-core CPU
+    (decode step 1.45x the floor, 1.25x this way: docs/benchmarks.md). Inference only: no dropout.
+    """
+
+    def __init__(self, model: GPT):
+        config = model.config
+        self.block_size = config.block_size
+        self.n_head, self.head_size = config.n_head, config.n_embd // config.n_head
+        self.qk_norm = config.qk_norm
+        self.wte = model.transformer.wte.weight
+        self.wpe = model.transformer.wpe.weight if "wpe" in model.transformer else None
+        self.blocks = [
+            BoundBlock(
+                ln_1=bound(block.ln_1),
+                c_attn=bound(block.attn.c_attn),
+                rotary=block.attn.rotary,
+                attn_proj=bound(block.attn.c_proj),
+                ln_2=bound(block.ln_2),
+                c_fc=bound(block.mlp.c_fc),
+                activation=(lambda h: F.relu(h).square()) if block.mlp.relu2 else partial(F.gelu, approximate=block.mlp.gelu.approximate),
+                mlp_proj=bound(block.mlp.c_proj),
+            )
+            for block in model.transformer.h
+        ]
+        self.ln_f, self.lm_head = bound(model.transformer.ln_f), bound(model.lm_head)
+
+    def __call__(self, idx: torch.Tensor, kv_cache: KVCache) -> torch.Tensor:
+        B, start = idx.size(0), kv_cache.length
+        if start + 1 > self.block_size:
+            raise ValueError(f"sequence of length {start + 1} exceeds the context length {self.block_size}")
+        x = F.embedding(idx, self.wte)
+        if self.wpe is not None:
+            x = x + self.wpe[start : start + 1]
+        for block, (cache_k, cache_v) in zip(self.blocks, kv_cache.layers):
+            # As CausalSelfAttention.forward with T = 1: (B, 1, 3 * C) -> 3 x (B, n_head, 1, head_size).
+            q, k, v = block.c_attn(block.ln_1(x)).view(B, 1, 3, self.n_head, self.head_size).permute(2, 0, 3, 1, 4)
+            if self.qk_norm:
+                q, k = F.rms_norm(q, (self.head_size,)), F.rms_norm(k, (self.head_size,))
+            if block.rotary is not None:
+                q, k = block.rotary(q, start), block.rotary(k, start)
+            cache_k.narrow(2, start, 1).copy_(k)
+            cache_v.narrow(2, start, 1).copy_(v)
+            y = F.scaled_dot_product_attention(q, cache_k.narrow(2, 0, start + 1), cache_v.narrow(2, 0, start + 1))
+            x = x + block.attn_proj(y.transpose(1, 2).reshape(B, 1, -1))
+            x = x + block.mlp_proj(block.activation(block.c_fc(block.ln_2(x))))
+        kv_cache.length += 1
+        return self.lm_head(self.ln_f(x))

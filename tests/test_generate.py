@@ -17,9 +17,10 @@ from nanogpt.checkpoint import CKPT_FORMAT, save_checkpoint
 from nanogpt.config import ConfigError
 from nanogpt.data import CharTokenizer
 from nanogpt.generation import Continuation, Decoder, Generator, generate_ids, pick_next, store_block_weights_in, window_start
-from nanogpt.model import GPT, GPTConfig, KVCache
+from nanogpt.model import GPT, DecodeStep, GPTConfig, KVCache
 from nanogpt.system import System
 from tests.conftest import ROOT, cli_env, one_line_error, run_cli
+from tests.test_modern import OPTIONS as MODERN_OPTIONS
 
 CHARS = list("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 BLOCK = 16
@@ -53,18 +54,51 @@ def test_prefill_then_one_token_at_a_time_matches_the_whole_context(bias):
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 5:])
 
 
-def test_dropout_only_in_training_and_only_where_it_drops():
-    """At p=0 the model holds no dropout modules (a decode step makes no call for them); at p>0
-    dropout still drops in training and does nothing in eval."""
+def test_dropout_is_not_even_called_outside_training():
+    """Dropout is the identity in eval mode, so a decode step skips its calls; in training it drops."""
     plain, dropped = tiny(), tiny(dropout=0.5)
-    assert not any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
-    assert sum(isinstance(m, torch.nn.Dropout) for m in dropped.modules()) == 1 + 2 * 2  # embeddings, then two per block
+    calls = []
+    for module in dropped.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.register_forward_hook(lambda *_: calls.append(1))
     idx = prompt_ids(2, BLOCK)
     with torch.no_grad():
         assert torch.equal(dropped(idx, idx)[0], plain(idx, idx)[0])  # eval: the same weights, the same logits
+        assert not calls
         dropped.train()
-        torch.manual_seed(0)
         assert not torch.equal(dropped(idx, idx)[0], plain(idx, idx)[0])
+        assert len(calls) == 1 + 2 * 2  # the embeddings' dropout, then two per block
+
+
+ARCHITECTURES = {
+    "gpt2": {},
+    "bias": dict(bias=True),
+    "tanh_gelu": dict(gelu_approximate="tanh"),
+    **MODERN_OPTIONS,
+    "all": {k: v for option in MODERN_OPTIONS.values() for k, v in option.items()},
+}
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_decode_step_is_the_forward_pass_for_one_token(name):
+    """DecodeStep makes the calls of forward(idx, kv_cache=...) for one token without the modules:
+    the same logits and the same cached keys and values, bit for bit, for every architecture."""
+    model = tiny(**ARCHITECTURES[name])
+    with torch.no_grad():
+        for p in model.parameters():  # zero-initialised weights would hide what multiplies by them
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    idx = prompt_ids(3, BLOCK)
+    step = DecodeStep(model)
+    ours, theirs = KVCache(model.config, 3, "cpu", torch.float32), KVCache(model.config, 3, "cpu", torch.float32)
+    with torch.no_grad():
+        model(idx[:, :5], kv_cache=ours)
+        model(idx[:, :5], kv_cache=theirs)
+        for t in range(5, BLOCK):
+            assert torch.equal(step(idx[:, t : t + 1], ours), model(idx[:, t : t + 1], kv_cache=theirs)[0]), t
+        with pytest.raises(ValueError, match="exceeds the context length 16"):
+            step(idx[:, :1], ours)
+    assert ours.length == theirs.length == BLOCK
+    assert torch.equal(ours.keys, theirs.keys) and torch.equal(ours.values, theirs.values)
 
 
 def test_cache_refuses_what_it_cannot_hold():
