@@ -127,12 +127,21 @@ class WandbConfig:
 
 
 @dataclass
+class TensorBoardConfig:
+    enabled: bool = False  # event files in <run_dir>/tensorboard/ (`logger=tensorboard`)
+    # Text sampled at every evaluation and logged (0: none). With wandb sampling too, one sample
+    # of the longer length is logged to both.
+    sample_tokens: int = 200
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     system: SystemConfig = MISSING
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    tensorboard: TensorBoardConfig = field(default_factory=TensorBoardConfig)
     max_iters: int = 2000
     # Seconds of training (evaluations included; start-up and warm-up, the first step and an
     # evaluation at start, which compile, not) after which the run ends as if max_iters were
@@ -332,6 +341,7 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
     validate_system(cfg.system)
     _require(cfg.wandb.mode in (None, "online", "offline", "disabled"), "wandb.mode", cfg.wandb.mode, "must be online, offline, disabled or null")
     _require(cfg.wandb.sample_tokens >= 0, "wandb.sample_tokens", cfg.wandb.sample_tokens, "must be >= 0")
+    _require(cfg.tensorboard.sample_tokens >= 0, "tensorboard.sample_tokens", cfg.tensorboard.sample_tokens, "must be >= 0")
 
 
 WINDOWS = ("slide", "halve")

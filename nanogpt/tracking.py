@@ -1,20 +1,38 @@
-"""Optional Weights & Biases logging (`logger=wandb` or `wandb.enabled=true`).
+"""Experiment trackers: Weights & Biases (`logger=wandb`) and TensorBoard (`logger=tensorboard`),
+one or several at once (`logger=[wandb,tensorboard]`). Each is a Tracker: train.py logs the same
+scalars and text samples to every tracker through Trackers, and finishes them at the end.
 
-wandb is imported only when enabled: it costs seconds of start-up. Without an account or a
-network the run logs offline into the run folder (`<run_dir>/wandb/`), from where
-`wandb sync` uploads it later; training never fails because of the tracker.
+Each library is imported only when its tracker is enabled: they cost seconds of start-up.
+wandb without an account or a network logs offline into the run folder (`<run_dir>/wandb/`),
+from where `wandb sync` uploads it later; training never fails because of the tracker.
+TensorBoard writes event files into `<run_dir>/tensorboard/`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from omegaconf import DictConfig
 
+from nanogpt.errors import ConfigError
+
 log = logging.getLogger(__name__)
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+class Tracker(Protocol):
+    sample_tokens: int  # the length of the text sample it wants at each evaluation (0: none)
+
+    def log(self, metrics: dict[str, Any], step: int) -> None: ...
+
+    def log_sample(self, text: str, step: int) -> None: ...
+
+    def finish(self, exit_code: int = 0) -> None: ...
 
 
 class WandbRun:
@@ -42,6 +60,7 @@ class WandbRun:
             settings=wandb.Settings(silent=True),
         )
         self._wandb = wandb
+        self.sample_tokens = cfg.sample_tokens
         log.info("wandb: run %s (%s mode)", self.run.id, mode or "online")
 
     @property
@@ -56,6 +75,78 @@ class WandbRun:
 
     def finish(self, exit_code: int = 0) -> None:
         self.run.finish(exit_code=exit_code)
+
+
+class TensorBoardRun:
+    """Event files in log_dir. A resumed training run writes a new event file beside the old ones,
+    starting at purge_step: TensorBoard's readers then drop what the old files hold from that step
+    on (what a killed run logged after its checkpoint), so that no step shows twice."""
+
+    def __init__(self, cfg: DictConfig, log_dir: Path, purge_step: int):
+        SummaryWriter = tensorboard_writer()
+        _wait_for_a_later_second(log_dir)
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        self.sample_tokens = cfg.sample_tokens
+        log.info("tensorboard: logging to %s (view with `tensorboard --logdir %s`)", log_dir, log_dir.parent)
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        for key, value in metrics.items():
+            if value is not None:
+                self.writer.add_scalar(key, value, global_step=step)
+        # Written out at each log line rather than every two minutes (the writer's default), so
+        # that what the console showed before a kill is in the files too.
+        self.writer.flush()
+
+    def log_sample(self, text: str, step: int) -> None:
+        # TensorBoard renders text as Markdown: an indented block shows it verbatim, line breaks kept.
+        self.writer.add_text("sample", "\n".join("    " + line for line in text.split("\n")), global_step=step)
+        self.writer.flush()
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.writer.close()
+
+
+def _wait_for_a_later_second(log_dir: Path) -> None:
+    """TensorBoard reads a log dir's event files in name order, and the names start with the second
+    each file was created in (events.out.tfevents.<seconds>.<host>.<pid>...): a file created in the
+    same second as an earlier one may be read first, and then the purge would act before the stale
+    steps were read. A resume started within a second of the run it continues (a test's) waits for
+    the next second; one on a host whose clock is behind by more cannot be helped by waiting."""
+    created = [int(p.name.split(".")[3]) for p in log_dir.glob("events.out.tfevents.*") if p.name.split(".")[3].isdigit()]
+    wait = max(created, default=0) + 1 - time.time()
+    if 0 < wait <= 1:
+        time.sleep(wait)
+
+
+def tensorboard_writer() -> type:
+    """torch's SummaryWriter; a ConfigError saying how to install TensorBoard where it is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError('logger=tensorboard needs the tensorboard package, which is not installed: pip install -e ".[tensorboard]"') from None
+    return SummaryWriter
+
+
+class Trackers:
+    """Every enabled tracker behind one Tracker: what is logged goes to each of them."""
+
+    def __init__(self, runs: list[Tracker]):
+        self.runs = runs
+        # One sample per evaluation serves every tracker that wants one.
+        self.sample_tokens = max((run.sample_tokens for run in runs), default=0)
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        for run in self.runs:
+            run.log(metrics, step)
+
+    def log_sample(self, text: str, step: int) -> None:
+        for run in self.runs:
+            if run.sample_tokens > 0:
+                run.log_sample(text, step)
+
+    def finish(self, exit_code: int = 0) -> None:
+        for run in self.runs:
+            run.finish(exit_code)
 
 
 def _logged_in(wandb: Any) -> bool:

@@ -65,7 +65,7 @@ from nanogpt.resume import check_belongs_to_run, live_runs, load_newest_valid, n
 from nanogpt.runlock import RunFolderBusy, remove_temp_files, run_lock
 from nanogpt.dtype_probe import DtypeProbe, choose_cpu_dtype
 from nanogpt.system import System, peak_flops, peak_memory_mb, resolve_system
-from nanogpt.tracking import WandbRun
+from nanogpt.tracking import TENSORBOARD_DIR, TensorBoardRun, Tracker, Trackers, WandbRun, tensorboard_writer
 
 log = logging.getLogger("nanogpt.train")
 
@@ -380,11 +380,17 @@ class Trainer:
         self.peak = peak_flops(system)
         self.health = GradientHealth(torch.device(system.device), world)
         self.clock_started: float | None = None  # see elapsed
-        self.tracker = None
+        runs: list[Tracker] = []
         if world.is_main and cfg.wandb.enabled and not cfg.eval_only:
             config = OmegaConf.to_container(cfg, resolve=True)
-            self.tracker = WandbRun(cfg.wandb, config, run_dir, self.wandb_run_id, wandb_group)
-            self.wandb_run_id = self.tracker.id
+            wandb_run = WandbRun(cfg.wandb, config, run_dir, self.wandb_run_id, wandb_group)
+            self.wandb_run_id = wandb_run.id
+            runs.append(wandb_run)
+        if world.is_main and cfg.tensorboard.enabled and not cfg.eval_only:
+            # The checkpoint holds everything up to iter_num: what the event files hold after it
+            # was logged by a run killed before its next checkpoint, and is logged again.
+            runs.append(TensorBoardRun(cfg.tensorboard, run_dir / TENSORBOARD_DIR, purge_step=self.iter_num + 1 if self.iter_num else 0))
+        self.tracker = Trackers(runs) if runs else None
 
     def _settle_cpu_dtype(self, resume_state: dict[str, Any] | None) -> str:
         """system.dtype=auto on a CPU: the precision a resumed CPU run trained in (so that it
@@ -632,8 +638,8 @@ class Trainer:
             self.best_val_loss = min(self.best_val_loss, losses["val"])
             log.info("eval iter %d: train loss %.4f, val loss %.4f%s", self.iter_num, losses["train"], losses["val"], " (best)" if improved else "")
             record("eval", train_loss=losses["train"], val_loss=losses["val"], best_val_loss=self.best_val_loss)
-            if self.tracker is not None and cfg.wandb.sample_tokens > 0:
-                self.tracker.log_sample(sample_text(self.raw_model, self.meta, cfg.wandb.sample_tokens, self.system), self.iter_num)
+            if self.tracker is not None and self.tracker.sample_tokens > 0:
+                self.tracker.log_sample(sample_text(self.raw_model, self.meta, self.tracker.sample_tokens, self.system), self.iter_num)
         if self.iter_num == 0:
             return
         which = (["best"] if improved else []) + (["last"] if cfg.always_save_checkpoint or final else [])
@@ -683,6 +689,8 @@ def _train(
             f"hydra.run.dir={run_dir} already holds a run: continue it with init_from=resume run_dir={run_dir}, or choose a new folder"
         )
     validate_train(cfg)
+    if cfg.tensorboard.enabled and not cfg.eval_only:
+        tensorboard_writer()  # a missing package is refused now, before the data and the model load
     if cfg.optimizer.lr_decay_iters is None:
         # Fix the schedule's length now, so that resuming with a larger max_iters continues
         # this schedule rather than stretching it mid-run.
