@@ -68,6 +68,9 @@ EVAL_ONLY_KEYS = (
     "seed",
 )
 
+# What the logger group's options set.
+LOGGER_KEYS = ("wandb.enabled", "tensorboard.enabled")
+
 
 def resolve_run_dir(init_from: str, run_dir: str | None, new_dir: str) -> str:
     """Hydra's run folder (resolver `nanogpt.run_dir`): the run being resumed, else a new one.
@@ -240,12 +243,14 @@ def resumed_config(saved: DictConfig, requested: DictConfig, overridden: list[st
     cfg = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(requested)), saved)
     OmegaConf.set_struct(cfg, False)
     allowed = RESUMABLE_KEYS + (EVAL_ONLY_KEYS if requested.eval_only else ())
+    # `logger=...` is a config group, no key: it switches the trackers on and off (conf/logger/).
+    overridden = [k for key in overridden for k in (LOGGER_KEYS if key == "logger" else (key,))]
     for key in overridden:
         new = OmegaConf.select(requested, key)
         old = OmegaConf.select(saved, key)
         if _plain(new) == _plain(old):
             continue
-        if key in allowed or key == "logger" or any(key.startswith(prefix + ".") for prefix in ("system", "wandb")):
+        if key in allowed or any(key.startswith(prefix + ".") for prefix in ("system", "wandb", "tensorboard")):
             OmegaConf.update(cfg, key, as_text(_plain(new)), force_add=True)  # text stays text
             continue
         raise _conflict(key, old, new)
