@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+
+# One intra-op thread in each test process and in every command the tests launch (cli_env copies
+# os.environ; torchrun and SLURM jobs inherit it): the tiny models gain nothing from a second
+# thread, and pytest-xdist runs two test processes side by side (pyproject's addopts). Set before
+# torch is imported; a test that wants more threads sets them in its command's env.
+for _key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_key] = "1"
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 from nanogpt.bundled import read_bundled
 from nanogpt.config import register_configs
@@ -33,13 +44,31 @@ register_configs()
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """With NANOGPT_FORBID_SKIPS=1 (set by .ci/run, which has every service), a skipped test
-    fails the run: CI must prove everything a user's clone proves, and more."""
+    fails the run: CI must prove everything a user's clone proves, and more. Under pytest-xdist
+    the controller decides: the workers' skips reach its terminal reporter, and a worker's own
+    exit status is not the run's."""
+    if hasattr(session.config, "workerinput"):  # a pytest-xdist worker
+        return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []
     if os.environ.get("NANOGPT_FORBID_SKIPS") == "1" and skipped and session.exitstatus == 0:
         reporter.ensure_newline()
         reporter.write_line(f"NANOGPT_FORBID_SKIPS=1: {len(skipped)} test(s) were skipped; CI allows none", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-xdist (--dist loadgroup in pyproject's addopts) gives each xdist_group to one worker.
+    The tests that use a module-scoped fixture (a trained run, a prepared dataset, a built wheel)
+    form their module's group, so that the fixture is built once rather than once per worker;
+    the module's other tests, and a test marked with a group of its own, are left as they are."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group") is not None:
+            continue
+        if any(fixture.scope == "module" for fixtures in info.name2fixturedefs.values() for fixture in fixtures):
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -154,3 +183,33 @@ def state_digest(path: Path) -> str:
         for key in sorted(per_param):
             digest.update(f"{index}.{key}".encode() + per_param[key].numpy().tobytes())
     return digest.hexdigest()
+
+
+def train_here(run_dir: Path, *overrides: str) -> float:
+    """nanogpt.train.train() on the composed config, in this process: a run folder with checkpoints
+    and metrics.jsonl (no .hydra/ or train.log, which are Hydra's part of the command), for tests
+    whose claim is not the command line. Returns the best val loss."""
+    import nanogpt.train
+    from tests.test_config import compose_train
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return nanogpt.train.train(compose_train(*overrides), run_dir, list(overrides))
+
+
+# The run of finished_run: a checkpoint at iterations 4 and 8.
+FINISHED = (*TINY, "max_iters=8", "eval_interval=4", "log_interval=1", "optimizer.warmup_iters=2")
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A finished tiny run (FINISHED) made once by the real command, for the tests that need a run
+    folder to resume, refuse or damage: they copy it (copy_run) instead of training their own."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    run_cli("nanogpt.train", *FINISHED, f"dataset.data_dir={data_dir}", f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def copy_run(run_dir: Path, to: Path) -> Path:
+    """A copy of a run folder (file times kept), to use as a run of its own."""
+    shutil.copytree(run_dir, to)
+    return to

@@ -17,7 +17,7 @@ import torch
 
 from nanogpt.data import DataError, TokenFile, dataset_dir, prepare, read_meta
 from nanogpt.data import preparation
-from tests.conftest import ROOT, TINY, cli_env, one_line_error, run_cli
+from tests.conftest import ROOT, TINY, cli_env, copy_run, one_line_error, run_cli
 from tests.test_faults import small_disk  # noqa: F401 - a fixture: a real 4 MiB tmpfs
 
 
@@ -188,15 +188,14 @@ def test_a_changed_corpus_on_resume_says_what_to_do(tmp_path):
     assert "put the original text back or give it dataset.data_dir=<a copy prepared from it>; to train on the new text, start a new run" in line
 
 
-def test_a_crafted_dataset_name_in_a_checkpoint_stays_contained(tmp_path, data_dir):
+def test_a_crafted_dataset_name_in_a_checkpoint_stays_contained(tmp_path, data_dir, finished_run):
     """A checkpoint (and its folder's config) that names the dataset '../../x' with /etc/passwd as its
     source: the resume is refused in one line, and nothing is read or written outside data_dir."""
     import yaml
 
     from nanogpt.checkpoint import load_checkpoint, save_checkpoint
 
-    run_dir = tmp_path / "run"
-    run_cli("nanogpt.train", *TINY, f"dataset.data_dir={data_dir}", "max_iters=2", "eval_interval=2", f"hydra.run.dir={run_dir}")
+    run_dir = copy_run(finished_run, tmp_path / "run")  # trained on data_dir
     for path in run_dir.glob("ckpt_*.pt"):
         state = load_checkpoint(path)
         config = json.loads(state["config"])

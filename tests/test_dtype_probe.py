@@ -13,7 +13,7 @@ import torch
 
 from nanogpt import dtype_probe
 from nanogpt.dtype_probe import ProbePlan, cache_path, choose_cpu_dtype, measure_step_ms, probe_plan
-from tests.conftest import run_cli
+from tests.conftest import train_here
 
 BUSY_CHECK = dtype_probe.machine_busy  # the real check, before a fixture replaces it
 README_MODEL = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=False)
@@ -123,19 +123,19 @@ def _set_cached_choice(cache_dir: Path, key: str, dtype: str) -> None:
     (cache_dir / "dtype_probe.json").write_text(json.dumps(cache))
 
 
-def test_the_cli_follows_the_measurement_obeys_an_explicit_dtype_and_a_resume_keeps_its_dtype(tmp_path, data_dir):
-    cache_dir = tmp_path / "cache"
+def test_training_follows_the_measurement_obeys_an_explicit_dtype_and_a_resume_keeps_its_dtype(tmp_path, data_dir, cache_dir):
+    """In this process (the trainer decides; the command only composes its config), with the cache
+    in cache_dir."""
     common = [
         f"dataset.data_dir={data_dir}", "max_iters=2", "eval_interval=2", "eval_iters=1", "log_interval=1",
         "dataset.batch_size=2", "dataset.block_size=16", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
     ]
-    env = {"NANOGPT_CACHE_DIR": str(cache_dir)}
 
     def train(name: str, *extra: str) -> dict:
-        run_cli("nanogpt.train", *common, f"hydra.run.dir={tmp_path / name}", *extra, env=env)
+        train_here(tmp_path / name, *common, *extra)
         return _start_record(tmp_path / name)
 
-    first = train("measured")  # measures (and fills the cache, unless the machine is busy)
+    first = train("measured")  # measures (and fills the cache)
     assert first["dtype_probe"]["cached"] is False and first["dtype"] == first["dtype_probe"]["dtype"]
     for dtype in ("bfloat16", "float32"):
         _set_cached_choice(cache_dir, first["dtype_probe"]["key"], dtype)
@@ -145,6 +145,6 @@ def test_the_cli_follows_the_measurement_obeys_an_explicit_dtype_and_a_resume_ke
     assert explicit["dtype"] == "bfloat16" and "dtype_probe" not in explicit
 
     # A run that trained in bfloat16 continues in bfloat16, whatever the cache says now.
-    run_cli("nanogpt.train", "init_from=resume", f"run_dir={tmp_path / 'cached-bfloat16'}", "max_iters=4", env=env)
+    train_here(tmp_path / "cached-bfloat16", "init_from=resume", f"run_dir={tmp_path / 'cached-bfloat16'}", "max_iters=4")
     resumed = _start_record(tmp_path / "cached-bfloat16")
     assert resumed["iter"] == 2 and resumed["dtype"] == "bfloat16" and "dtype_probe" not in resumed

@@ -131,10 +131,11 @@ def test_from_scratch_on_bpe_pads_the_vocabulary(tmp_path, data):
 
 @pytest.mark.parametrize(
     "content, message",
+    # A corpus refused while the train command prepares it; the other refusals of a corpus are
+    # tested in-process (tests/test_text_data.py) and a corpus shorter than a block through the
+    # command too (tests/test_train_cli.py).
     [
-        (b"to be or not " * 4, "fewer than dataset.block_size+1=33"),
         (b"\x7fELF\x02\x01\x01\x00\x00\x00", "corpus.txt is not a text file"),
-        (b"", "the corpus is empty"),
     ],
 )
 def test_bad_corpus_via_the_cli(tmp_path, content, message):

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import nanogpt
-from nanogpt.checkpoint import CKPT_FORMAT, save_checkpoint
+from nanogpt.checkpoint import CKPT_FORMAT, CheckpointError, save_checkpoint
 from nanogpt.config import ConfigError
 from nanogpt.data import CharTokenizer
 from nanogpt.generation import Continuation, Decoder, Generator, generate_ids, pick_next, store_block_weights_in, window_start
@@ -356,18 +356,23 @@ def sample(run_dir: Path, *overrides: str, check: bool = True) -> subprocess.Com
     return run_cli("nanogpt.sample", f"run_dir={run_dir}", "system.device=cpu", *overrides, check=check)
 
 
-def test_python_api_matches_the_command(run_dir):
-    proc = sample(run_dir, "num_samples=2", "max_new_tokens=80", "prompt=ROMEO:")
-    texts = nanogpt.generate(run_dir, "ROMEO:", device="cpu", num_samples=2, max_new_tokens=80)
-    assert proc.stdout == texts[0] + "\n" + "-" * 40 + "\n" + texts[1] + "\n"
-
-
 # 80 new tokens after a 6-character prompt: well past the context of 32.
 SAMPLING = ("num_samples=2", "max_new_tokens=80", "prompt=ROMEO:", "seed=11", "top_p=0.9")
 
 
-def test_naive_path_and_streaming_print_the_same_text(run_dir):
+def printed(texts: list[str]) -> str:
+    """What the command prints for these samples."""
+    return "".join(("-" * 40 + "\n" if i else "") + text + "\n" for i, text in enumerate(texts))
+
+
+def api(run_dir: Path, **options) -> list[str]:
+    """The Python API with SAMPLING's settings."""
+    return nanogpt.generate(run_dir, "ROMEO:", device="cpu", num_samples=2, max_new_tokens=80, seed=11, top_p=0.9, **options)
+
+
+def test_the_command_prints_what_the_python_api_generates_cached_naive_or_streamed(run_dir):
     cached = sample(run_dir, *SAMPLING).stdout
+    assert cached == printed(api(run_dir))
     assert sample(run_dir, *SAMPLING, "kv_cache=false").stdout == cached
     assert sample(run_dir, *SAMPLING, "stream=true").stdout == cached
 
@@ -375,11 +380,12 @@ def test_naive_path_and_streaming_print_the_same_text(run_dir):
 def test_sliding_window_on_both_paths(run_dir):
     slid_cli = sample(run_dir, *SAMPLING, "window=slide").stdout
     assert sample(run_dir, *SAMPLING, "window=slide", "kv_cache=false", "stream=true").stdout == slid_cli
-    halved = sample(run_dir, *SAMPLING).stdout  # the default window
-    # The two windows part once the text outgrows the context.
-    slid = nanogpt.generate(run_dir, "ROMEO:", device="cpu", num_samples=2, max_new_tokens=80, seed=11, top_p=0.9, window="slide")
-    assert slid_cli.startswith(slid[0] + "\n" + "-" * 40)
-    assert halved[:32] == slid[0][:32] and not halved.startswith(slid[0] + "\n" + "-" * 40)
+    slid = api(run_dir, window="slide")
+    assert slid_cli == printed(slid)
+    # The two windows part once the text outgrows the context (the command prints the default
+    # window's text as the API makes it: the test above).
+    halved = api(run_dir)
+    assert halved[0][:32] == slid[0][:32] and halved[0] != slid[0]
 
 
 def test_stream_prints_before_generation_ends(run_dir):
@@ -396,8 +402,9 @@ def test_stream_prints_before_generation_ends(run_dir):
 
 
 def test_stop_strings_on_the_command_line(run_dir):
-    full = sample(run_dir, "num_samples=1", "max_new_tokens=60", "prompt=ROMEO:", "temperature=1.0").stdout
-    generated = full[len("ROMEO:") : -1]
+    # The uncut text, from the Python API (which prints as the command does: tests above).
+    full = nanogpt.generate(run_dir, "ROMEO:", device="cpu", num_samples=1, max_new_tokens=60, temperature=1.0)[0]
+    generated = full[len("ROMEO:") :]
     stop = re.search(r"[a-z]{2}", generated).group()
     cut = sample(run_dir, "num_samples=1", "max_new_tokens=60", "prompt=ROMEO:", "temperature=1.0", f"stop={stop}", "stop=QQQ", "stream=true")
     assert cut.stdout == "ROMEO:" + generated[: generated.find(stop)] + "\n"
@@ -407,12 +414,9 @@ def test_stop_strings_on_the_command_line(run_dir):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (("top_p=0",), "error: top_p=0.0 is invalid: must be in (0, 1]"),
+        # One option rule through the command (each rule's message: test_bad_options_are_one_line_config_errors
+        # and tests/test_validation_rules.py, in-process), a prompt refused before anything streams, a missing file.
         (("top_p=1.01",), "error: top_p=1.01 is invalid: must be in (0, 1]"),
-        (("top_k=-3",), "error: top_k=-3 is invalid: must be a positive integer or null"),
-        (("temperature=-0.5",), "error: temperature=-0.5 is invalid: must be >= 0 (0 = greedy)"),
-        (("max_new_tokens=0",), "error: max_new_tokens=0 is invalid: must be >= 1"),
-        (("window=wrap",), "error: window='wrap' is invalid"),
         (("prompt='ÆÐ'", "stream=true"), "error: prompt cannot be encoded: the text holds 2 character(s) outside"),
         (("checkpoint=last",), "ckpt_last.pt: no such checkpoint"),
     ],
@@ -423,17 +427,21 @@ def test_bad_input_gets_one_line(run_dir, overrides, message):
 
 
 def test_missing_or_corrupt_checkpoint(tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert "ckpt_best.pt: no such checkpoint" in one_line_error(sample(empty, check=False))
+    # One through the command (a missing one too: test_bad_input_gets_one_line); the command prints
+    # the CheckpointError that loading raises, as for these two.
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     (corrupt / "ckpt_best.pt").write_bytes(b"PK\x03\x04 not really a zip file")
     assert "ckpt_best.pt: unreadable, truncated or corrupt" in one_line_error(sample(corrupt, check=False))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="ckpt_best.pt: no such checkpoint"):
+        Generator.from_run(empty, "best", "cpu", "auto")
     incomplete = tmp_path / "incomplete"
     incomplete.mkdir()
     save_checkpoint(incomplete / "ckpt_best.pt", {"format": CKPT_FORMAT, "model": {}})
-    assert "ckpt_best.pt: not a usable model checkpoint (KeyError" in one_line_error(sample(incomplete, check=False))
+    with pytest.raises(CheckpointError, match=r"ckpt_best.pt: not a usable model checkpoint \(KeyError"):
+        Generator.from_run(incomplete, "best", "cpu", "auto")
 
 
 @pytest.mark.parametrize("kv_cache", [True, False])

@@ -15,15 +15,16 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+import nanogpt
 import nanogpt.train
 from nanogpt.checkpoint import load_checkpoint
-from nanogpt.config import OptimizerConfig
+from nanogpt.config import ConfigError, OptimizerConfig, validate_train
 from nanogpt.metrics import read_metrics
 from nanogpt.generation import generate_ids
 from nanogpt.model import GPT, GPTConfig, KVCache, LayerNorm, RMSNorm, Rotary
 from nanogpt.optim import Muon, build_optimizer, orthogonalize
 from nanogpt.train import Trainer
-from tests.conftest import TINY, one_line_error, run_cli, state_digest
+from tests.conftest import TINY, run_cli, state_digest, train_here
 
 OPTIONS = {
     "rope": dict(position="rope"),
@@ -330,16 +331,19 @@ def test_muon_trains_a_model_faster_than_its_start_and_restores_exactly():
 # ----------------------------------------------------------------------------- the command line
 
 
-def test_cli_trains_all_options_with_muon_and_resumes_bit_for_bit(data_dir, tmp_path):
+def test_cli_resumes_all_options_with_muon_bit_for_bit_and_samples_them(data_dir, tmp_path):
+    """The command resumes a Muon run with every option on (rebuilt from the checkpoint) and ends
+    bit for bit where the uninterrupted run ends; the runs before the resume train in this process."""
     run = (*TINY, *ALL_CLI, "optimizer=muon", "max_iters=12", "eval_interval=6", "log_interval=1", f"dataset.data_dir={data_dir}")
-    run_cli("nanogpt.train", *run, f"hydra.run.dir={tmp_path / 'straight'}")
-    run_cli("nanogpt.train", *run, "max_iters=6", f"hydra.run.dir={tmp_path / 'split'}")
+    train_here(tmp_path / "straight", *run)
+    train_here(tmp_path / "split", *run, "max_iters=6")
     run_cli("nanogpt.train", "init_from=resume", f"run_dir={tmp_path / 'split'}", "max_iters=12", f"dataset.data_dir={data_dir}")
+    assert load_checkpoint(tmp_path / "split" / "ckpt_last.pt")["iter_num"] == 12
     assert state_digest(tmp_path / "split" / "ckpt_last.pt") == state_digest(tmp_path / "straight" / "ckpt_last.pt")
-    # A rotary, untied model samples through the KV cache as the naive path does.
-    sample = ("nanogpt.sample", f"run_dir={tmp_path / 'straight'}", "max_new_tokens=40", "num_samples=2", "temperature=0")
-    out = run_cli(*sample).stdout
-    assert out == run_cli(*sample, "kv_cache=false").stdout
+    # The command samples a rotary, untied model through the KV cache as the naive path does.
+    out = run_cli("nanogpt.sample", f"run_dir={tmp_path / 'straight'}", "max_new_tokens=40", "num_samples=2", "temperature=0", "system.device=cpu").stdout
+    naive = nanogpt.generate(tmp_path / "straight", device="cpu", max_new_tokens=40, num_samples=2, temperature=0, kv_cache=False)
+    assert out == naive[0] + "\n" + "-" * 40 + "\n" + naive[1] + "\n"
     assert len(out.split("-" * 40 + "\n")[0]) == 1 + 40 + 1  # the prompt "\n", 40 characters, a newline
 
 
@@ -354,16 +358,22 @@ def test_cli_trains_all_options_with_muon_and_resumes_bit_for_bit(data_dir, tmp_
         ("optimizer.muon_learning_rate=0", "optimizer.muon_learning_rate=0.0 is invalid: must be > 0"),
     ],
 )
-def test_bad_options_get_one_line(override, message, tmp_path):
+def test_bad_options_get_one_line(override, message):
+    """In-process: that a ConfigError reaches the command line as this one line, exit status 2 and
+    no run folder is tested once for all rules (tests/test_train_cli.py)."""
+    from tests.test_config import compose_train
+
     extra = ["optimizer=muon"] if override.startswith("optimizer.muon") else []
-    proc = run_cli("nanogpt.train", *TINY, *extra, override, f"hydra.run.dir={tmp_path / 'run'}", check=False)
-    assert one_line_error(proc) == f"error: {message}"
-    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError) as err:
+        validate_train(compose_train(*TINY, *extra, override))
+    assert str(err.value) == message
 
 
-def test_rope_needs_an_even_head_size(tmp_path):
-    proc = run_cli("nanogpt.train", "model.n_head=4", "model.n_embd=36", "model.position=rope", f"hydra.run.dir={tmp_path}/run", check=False)
-    assert "rope needs an even head size, not n_embd/n_head=9" in one_line_error(proc)
+def test_rope_needs_an_even_head_size():
+    from tests.test_config import compose_train
+
+    with pytest.raises(ConfigError, match=r"rope needs an even head size, not n_embd/n_head=9$"):
+        validate_train(compose_train("model.n_head=4", "model.n_embd=36", "model.position=rope"))
 
 
 def test_resume_takes_optimizer_settings_from_the_config_not_the_checkpoint(data_dir, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
 from nanogpt.train import EXIT_INTERRUPTED, EXIT_STOPPED
-from tests.conftest import ROOT, TINY, cli_env, one_line_error, run_cli
+from tests.conftest import ROOT, TINY, cli_env, copy_run, one_line_error, run_cli, train_here
 
 RUN = (*TINY, "eval_interval=4", "log_interval=1", "optimizer.warmup_iters=2")
 
@@ -83,9 +83,8 @@ def test_second_writer_and_resume_of_a_live_run_are_refused_and_change_nothing(d
     assert not (run_dir / ".lock").exists()
 
 
-def test_a_new_run_in_a_folder_that_holds_a_run_is_refused_and_changes_nothing(data_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    run_cli("nanogpt.train", *args(run_dir, data_dir, "max_iters=4"))
+def test_a_new_run_in_a_folder_that_holds_a_run_is_refused_and_changes_nothing(finished_run, data_dir, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path / "run")
     before = folder_digest(run_dir)
     proc = run_cli("nanogpt.train", *args(run_dir, data_dir, "max_iters=4", "model.n_layer=3"), check=False)
     assert one_line_error(proc) == (
@@ -96,19 +95,19 @@ def test_a_new_run_in_a_folder_that_holds_a_run_is_refused_and_changes_nothing(d
     assert folder_digest(run_dir) == before
 
 
-def test_resume_without_run_dir_skips_a_live_run_and_says_which_it_chose(data_dir, tmp_path):
+def test_resume_without_run_dir_skips_a_live_run_and_says_which_it_chose(finished_run, data_dir, tmp_path):
     old, live = tmp_path / "outputs/2026-01-01/10-00-00", tmp_path / "outputs/2026-01-02/09-00-00"
-    run_cli("nanogpt.train", *args(old, data_dir, "max_iters=4"), cwd=tmp_path)
+    copy_run(finished_run, old)  # a finished run of 8 iterations
     proc = frozen_live_run(live, data_dir, cwd=tmp_path)  # the newest checkpoint, but still training
     try:
-        resumed = run_cli("nanogpt.train", "init_from=resume", "max_iters=8", f"dataset.data_dir={data_dir}", cwd=tmp_path)
+        resumed = run_cli("nanogpt.train", "init_from=resume", "max_iters=12", f"dataset.data_dir={data_dir}", cwd=tmp_path)
     finally:
         end(proc)
     assert (
         f"init_from=resume without run_dir: chose {old}, the run with the newest checkpoint under outputs/; "
         f"skipped 1 run(s) still training: {live} (pid {proc.pid} on host {socket.gethostname()})"
     ) in resumed.stdout
-    assert load_checkpoint(old / "ckpt_last.pt")["iter_num"] == 8
+    assert load_checkpoint(old / "ckpt_last.pt")["iter_num"] == 12
 
 
 def test_a_sweep_job_live_in_another_sweep_is_left_alone(data_dir, tmp_path):
@@ -127,11 +126,11 @@ def test_a_sweep_job_live_in_another_sweep_is_left_alone(data_dir, tmp_path):
         end(proc)
 
 
-def test_a_checkpoint_from_another_run_is_refused(data_dir, bpe_data_dir, tmp_path):
-    two, three, bpe = tmp_path / "two", tmp_path / "three", tmp_path / "bpe"
-    run_cli("nanogpt.train", *args(two, data_dir, "max_iters=4"))
-    run_cli("nanogpt.train", *args(three, data_dir, "max_iters=4", "model.n_layer=3"))
-    run_cli("nanogpt.train", *args(bpe, bpe_data_dir, "max_iters=4", "dataset=shakespeare"))
+def test_a_checkpoint_from_another_run_is_refused(finished_run, data_dir, bpe_data_dir, tmp_path):
+    two, three, bpe = copy_run(finished_run, tmp_path / "two"), tmp_path / "three", tmp_path / "bpe"
+    # The other runs' checkpoints only are used: trained in this process.
+    train_here(three, *RUN, "max_iters=4", "model.n_layer=3", f"dataset.data_dir={data_dir}")
+    train_here(bpe, *RUN, "max_iters=4", "dataset=shakespeare", f"dataset.data_dir={bpe_data_dir}")
     for other, key, theirs, ours in [(three, "model.n_layer", 3, 2), (bpe, "dataset.name", '"shakespeare"', '"shakespeare_char"')]:
         shutil.copy(other / "ckpt_last.pt", two / "ckpt_last.pt")
         os.utime(two / "ckpt_last.pt")  # the newest checkpoint of the folder: the one a resume takes
@@ -144,14 +143,13 @@ def test_a_checkpoint_from_another_run_is_refused(data_dir, bpe_data_dir, tmp_pa
         assert folder_digest(two) == before
 
 
-def test_leftover_temp_files_are_removed_at_the_next_start_and_only_ours(data_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    run_cli("nanogpt.train", *args(run_dir, data_dir, "max_iters=4"))
+def test_leftover_temp_files_are_removed_at_the_next_start_and_only_ours(finished_run, data_dir, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path / "run")
     ours = [".ckpt_last.pt.k3j_x9.tmp", ".ckpt_best.pt.0a1b2c.tmp", "metrics.jsonl.tmp", "loss.tmp.png"]
     theirs = ["notes.tmp", ".ckpt_last.tmp", "ckpt_last.pt.tmp"]
     for name in ours + theirs:
         (run_dir / name).write_bytes(b"left by a kill")
-    proc = run_cli("nanogpt.train", "init_from=resume", f"run_dir={run_dir}", f"dataset.data_dir={data_dir}", "max_iters=8")
+    proc = run_cli("nanogpt.train", "init_from=resume", f"run_dir={run_dir}", f"dataset.data_dir={data_dir}", "max_iters=12")
     assert f"removed the temp files of an interrupted write: {', '.join(sorted(ours))}" in proc.stdout
     assert sorted(p.name for p in run_dir.iterdir() if p.name in ours + theirs) == sorted(theirs)
 

@@ -22,9 +22,11 @@ def _cluster_up() -> bool:
     return out.returncode == 0 and any(state.startswith(("idle", "mix", "alloc")) for state in out.stdout.split())
 
 
-pytestmark = pytest.mark.skipif(
-    not _cluster_up(), reason="no SLURM cluster here (CI starts one with scripts/slurm/start-local-cluster.sh)"
-)
+pytestmark = [
+    pytest.mark.skipif(not _cluster_up(), reason="no SLURM cluster here (CI starts one with scripts/slurm/start-local-cluster.sh)"),
+    # One pytest-xdist worker runs them in turn: their jobs share the one-node cluster's CPUs.
+    pytest.mark.xdist_group("slurm"),
+]
 LAUNCHER = ("hydra/launcher=slurm_cpu", "hydra.launcher.timeout_min=20")
 RUN = (*TINY, "eval_interval=10", "log_interval=5", "optimizer.warmup_iters=5")
 

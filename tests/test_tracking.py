@@ -15,7 +15,7 @@ import pytest
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
 from nanogpt.report import report
-from tests.conftest import ROOT, TINY, cli_env, run_cli
+from tests.conftest import ROOT, TINY, cli_env, copy_run, run_cli, train_here
 from tests.wandb_offline import history, run_info
 
 RUN = (*TINY, "log_interval=2", "eval_interval=4", "optimizer.warmup_iters=2")
@@ -81,7 +81,7 @@ def test_without_a_login_wandb_logs_offline_into_the_run_folder(tmp_path, monkey
 
 def test_metrics_hold_gradient_health_and_an_end_record(data_dir, tmp_path):
     run_dir = tmp_path / "run"
-    run_cli("nanogpt.train", *RUN, "max_iters=8", "optimizer.grad_clip=0.5", f"dataset.data_dir={data_dir}", f"hydra.run.dir={run_dir}")
+    train_here(run_dir, *RUN, "max_iters=8", "optimizer.grad_clip=0.5", f"dataset.data_dir={data_dir}")  # the trainer's records
     records = read_metrics(run_dir / "metrics.jsonl")
     assert records[0]["event"] == "start" and records[0]["startup_s"] > 0
     train = [r for r in records if r["event"] == "train"]
@@ -91,9 +91,8 @@ def test_metrics_hold_gradient_health_and_an_end_record(data_dir, tmp_path):
     assert not (run_dir / ".running").exists()
 
 
-def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    run_cli("nanogpt.train", *RUN, "max_iters=8", f"dataset.data_dir={data_dir}", f"hydra.run.dir={run_dir}")
+def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(finished_run, data_dir, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path / "run")  # 8 iterations
     before = hashlib.sha256((run_dir / "ckpt_last.pt").read_bytes()).hexdigest()
     proc = run_cli(
         "nanogpt.train", "init_from=resume", f"run_dir={run_dir}", "max_iters=40", "optimizer.learning_rate=1e4",
