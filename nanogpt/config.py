@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from nanogpt.errors import ConfigError
+from nanogpt.sweeps import parallel_trials
 
 
 def _conf_dir() -> str:
@@ -225,6 +226,7 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("nanogpt.output_subdir", _resolver("hydra_output_subdir"), replace=True)
     OmegaConf.register_new_resolver("nanogpt.log_file", _resolver("log_file"), replace=True)
     OmegaConf.register_new_resolver("nanogpt.now", _resolver("start_time"), use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("nanogpt.parallel_trials", parallel_trials, replace=True)
     # Every schema is a root config, not an option of its group (a group file names its schema
     # as /model_schema): Hydra lists a group's stored configs among its options, so a schema
     # stored in the group would be offered by tab completion and error messages as `model=model_schema`.

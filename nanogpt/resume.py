@@ -133,17 +133,19 @@ def note_sweep_keys(argv: list[str]) -> None:
     os.environ[SWEEP_KEYS_ENV] = ",".join(keys)
 
 
-def job_dirname(num: int, task_overrides: Any) -> str:
+def job_dirname(num: int, task_overrides: Any, numbered: bool = False) -> str:
     """A sweep job's folder name (resolver `nanogpt.job_dirname`): the values of its swept keys,
-    e.g. "model=mini,optimizer.learning_rate=1e-3", made safe as one path component."""
+    e.g. "model=mini,optimizer.learning_rate=1e-3", made safe as one path component. With
+    `numbered` (an Optuna search: conf/hparams_search/) it starts with the job's number, as in
+    "3_model.n_layer=4": two trials may draw the same values, and each needs a folder of its own."""
     swept = set(filter(None, os.environ.get(SWEEP_KEYS_ENV, "").split(",")))
     items = sorted(str(o) for o in task_overrides if str(o).split("=", 1)[0].lstrip("+~") in swept)
     name = ",".join(items).replace("/", "_").replace("\\", "_").strip(".")
     if not name:
         return str(num)
     if len(name) > 150:
-        name = f"{num}_{name[:120]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-    return name
+        return f"{num}_{name[:120]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+    return f"{num}_{name}" if numbered else name
 
 
 def find_latest_run(outputs_root: Path) -> Path | None:

@@ -51,7 +51,7 @@ def help_groups(text: str) -> dict[str, list[str]]:
 
 
 COMMAND_GROUPS = {
-    "nanogpt-train": ["model", "dataset", "optimizer", "system", "logger", "experiment", "hydra/launcher"],
+    "nanogpt-train": ["model", "dataset", "optimizer", "system", "logger", "experiment", "hparams_search", "hydra/launcher"],
     "nanogpt-sample": ["system"],
     "nanogpt-prepare": ["dataset"],
     "nanogpt-export": [],
@@ -133,7 +133,7 @@ REFUSALS = [
     ("nanogpt.train", ["model=smal"], "did you mean model=small?"),
     ("nanogpt.train", ["experiment=nope"], options_line("experiment")),
     ("nanogpt.train", ["model=null"], "model=null: nanogpt-train needs a model"),
-    ("nanogpt.train", ["hydra/launcher=nope"], "hydra/launcher=nope: no such hydra/launcher; the options are basic, slurm_cpu, slurm_gpu,"),
+    ("nanogpt.train", ["hydra/launcher=nope"], "hydra/launcher=nope: no such hydra/launcher; the options are basic, joblib, slurm_cpu, slurm_gpu,"),
     ("nanogpt.train", ["optimizer.learning_rate=("], """cannot read the argument 'optimizer.learning_rate=(' (extraneous input '('); quote a value"""),
     ("nanogpt.train", ["foo"], "'foo' is not an override: write KEY=VALUE or GROUP=OPTION"),
     ("nanogpt.train", ["--bogus"], "unrecognized arguments: --bogus; see nanogpt-train --help"),
