@@ -226,6 +226,29 @@ def collect_runs(root: Path) -> list[RunSummary]:
     return runs
 
 
+def search_result(root: Path, runs: list[RunSummary]) -> list[str]:
+    """The outcome of an Optuna search (the sweeper's optimization_results.yaml in the sweep
+    folder) as lines of the report: its best value, the trial folder that scored it, and the
+    best parameters as overrides; no lines for any other sweep."""
+    from omegaconf import OmegaConf
+
+    path = root / "optimization_results.yaml"
+    if not path.is_file():
+        return []
+    results = OmegaConf.load(path)
+    if "best_params" not in results:  # a search over several objectives: a Pareto front instead
+        return []
+    value = float(results.best_value)
+    if not math.isfinite(value):  # failed trials score +inf: the best one failed, so they all did
+        return [f"Optuna's best trial ({path.name}): none, every trial failed"]
+    params = {str(key): str(val) for key, val in results.best_params.items()}
+    # Optuna's parameters are the trial's overrides, written as str() writes them.
+    scored = [r for r in runs if r.best_val_loss == value and all(r.overrides.get(key) == val for key, val in params.items())]
+    where = str(scored[0].path.relative_to(root)) if scored else "no trial folder holds this result"
+    args = " ".join(f"{key}={val}" for key, val in params.items())
+    return [f"Optuna's best trial ({path.name}): val loss {value:.4f} in {where}", f"best parameters: {args}"]
+
+
 def report(root: Path, out_dir: Path | None = None, runs: list[RunSummary] | None = None) -> str:
     """Summarise the runs under root (or the given summaries of them); write summary.csv,
     summary.md and sweep.png; return the table."""
@@ -235,7 +258,7 @@ def report(root: Path, out_dir: Path | None = None, runs: list[RunSummary] | Non
     header, rows = table_rows(runs, root)
     text = format_table(header, rows)
     datasets = sorted({r.dataset for r in runs})
-    notes = []
+    notes = search_result(root, runs)
     if len(datasets) > 1:
         notes.append(f"note: these runs use different datasets ({', '.join(datasets)}); their val losses are not comparable")
     buffer = io.StringIO()
