@@ -420,12 +420,21 @@ def _check_group_choice(cmd: Command, override: Override) -> None:
             raise ConfigError(_unknown_option(group, str(option), options))
 
 
+# Options of Hydra's groups that come from plugins outside the dependencies (hparams_search=optuna
+# needs the first), and the package and extra of pyproject.toml that install each.
+PLUGIN_EXTRAS = {"hydra/sweeper/optuna": ("hydra-optuna-sweeper", "sweep"), "hydra/launcher/joblib": ("hydra-joblib-launcher", "sweep")}
+
+
 def explain(exc: Exception, cmd: Command) -> str:
     """The one line (without `error: `) that says what was wrong with the command line."""
     if isinstance(exc, ConfigError):
         return str(exc)
     if isinstance(exc, OverrideParseException):
         return _bad_syntax(exc.override, exc.message, cmd)
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file in PLUGIN_EXTRAS:
+        package, extra = PLUGIN_EXTRAS[exc.missing_cfg_file]
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        return f'{group}={option} needs Hydra\'s {package} plugin, which is not installed: pip install -e ".[{extra}]"'
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
         return _unknown_option(group, option, list(exc.options or group_options(group)))
