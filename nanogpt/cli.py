@@ -33,7 +33,7 @@ from nanogpt.errors import (
 T = TypeVar("T")
 
 # The console command of each primary config (`python -m nanogpt.<module>` does the same).
-COMMANDS = {"config": "nanogpt-train", "sample": "nanogpt-sample", "prepare": "nanogpt-prepare", "export": "nanogpt-export"}
+COMMANDS = {"config": "nanogpt-train", "sample": "nanogpt-sample", "prepare": "nanogpt-prepare", "export": "nanogpt-export", "eval": "nanogpt-eval"}
 
 
 # Set by the sweep report (nanogpt.report.SweepReport) when runs of a multirun failed: the
@@ -115,6 +115,7 @@ train = _console_command("config", "nanogpt.train")
 sample = _console_command("sample", "nanogpt.sample")
 prepare = _console_command("prepare", "nanogpt.prepare")
 export = _console_command("export", "nanogpt.export")
+evaluate = _console_command("eval", "nanogpt.eval")
 
 
 def run_or_exit(task: Callable[[], T], undo: Callable[[], None] | None = None) -> T:

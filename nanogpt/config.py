@@ -160,6 +160,13 @@ class TrainConfig:
     always_save_checkpoint: bool = True
     keep_last_k: int = 0  # also keep the k most recent checkpoints as ckpt_iter_<N>.pt
     eval_only: bool = False
+    # Benchmarks of lm-evaluation-harness (nanogpt.eval) every eval_tasks_interval iterations and
+    # at the end, on rank 0: task names, the documents per task (null: all; below 1: that share)
+    # and a folder of task YAMLs of your own. [] (the default): none.
+    eval_tasks: List[str] = field(default_factory=list)
+    eval_tasks_interval: Optional[int] = None
+    eval_tasks_limit: Optional[float] = None
+    eval_tasks_include_path: Optional[str] = None
 
 
 @dataclass
@@ -194,12 +201,24 @@ class ExportConfig:
     overwrite: bool = False
 
 
+@dataclass
+class EvalConfig:
+    system: SystemConfig = MISSING
+    run_dir: Optional[str] = None
+    checkpoint: str = "best"  # best | last
+    tasks: List[str] = field(default_factory=list)  # lm_eval task names: tasks=hellaswag,arc_easy
+    limit: Optional[float] = None  # documents per task (null: all; below 1: that share of them)
+    batch_size: int = 16
+    include_path: Optional[str] = None  # a folder of task YAMLs in lm_eval's format
+
+
 # The schema of each primary config (conf/<name>.yaml) and config group, by its ConfigStore name.
 SCHEMAS: dict[str, type] = {
     "train_schema": TrainConfig,
     "sample_schema": SampleConfig,
     "prepare_schema": PrepareConfig,
     "export_schema": ExportConfig,
+    "eval_schema": EvalConfig,
     "model_schema": ModelConfig,
     "dataset_schema": DatasetConfig,
     "optimizer_schema": OptimizerConfig,
@@ -343,6 +362,7 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
     validate_system(cfg.system)
     _require(cfg.wandb.mode in (None, "online", "offline", "disabled"), "wandb.mode", cfg.wandb.mode, "must be online, offline, disabled or null")
     _require(cfg.wandb.sample_tokens >= 0, "wandb.sample_tokens", cfg.wandb.sample_tokens, "must be >= 0")
+    validate_eval_tasks(cfg)
     _require(cfg.tensorboard.sample_tokens >= 0, "tensorboard.sample_tokens", cfg.tensorboard.sample_tokens, "must be >= 0")
 
 
@@ -382,3 +402,35 @@ def validate_export(cfg: DictConfig | ExportConfig) -> None:
         raise ConfigError("run_dir is required: python -m nanogpt.export run_dir=<a run folder> out=<a new folder>")
     if cfg.out is None:
         raise ConfigError("out is required: python -m nanogpt.export run_dir=<a run folder> out=<a new folder>")
+
+
+def validate_benchmark_options(limit: float | None, include_path: str | None, prefix: str = "") -> None:
+    """nanogpt-eval's limit and include_path, which training's eval_tasks_* keys mirror."""
+    if limit is not None:
+        _require(limit > 0, f"{prefix}limit", limit, "must be a positive count of documents, a fraction below 1, or null")
+    if include_path is not None:
+        _require(Path(include_path).expanduser().is_dir(), f"{prefix}include_path", include_path, "must be a folder of task YAMLs")
+
+
+def validate_eval_tasks(cfg: DictConfig | TrainConfig) -> None:
+    """Training's benchmarks: a schedule is needed once tasks are given."""
+    if not cfg.eval_tasks:
+        return
+    _require(
+        cfg.eval_tasks_interval is not None and cfg.eval_tasks_interval >= 1,
+        "eval_tasks_interval",
+        cfg.eval_tasks_interval,
+        "must be >= 1 when eval_tasks are given (the iterations between benchmark evaluations)",
+    )
+    validate_benchmark_options(cfg.eval_tasks_limit, cfg.eval_tasks_include_path, prefix="eval_tasks_")
+
+
+def validate_eval(cfg: DictConfig | EvalConfig) -> None:
+    _require(cfg.checkpoint in ("best", "last"), "checkpoint", cfg.checkpoint, "must be best or last")
+    validate_system(cfg.system)
+    if cfg.run_dir is None:
+        raise ConfigError("run_dir is required: python -m nanogpt.eval run_dir=<a run folder> tasks=<lm_eval task names>")
+    if not cfg.tasks:
+        raise ConfigError("tasks is required: python -m nanogpt.eval run_dir=<a run folder> tasks=hellaswag,arc_easy")
+    _require(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be a positive integer")
+    validate_benchmark_options(cfg.limit, cfg.include_path)

@@ -64,6 +64,7 @@ from nanogpt.pretrained import load_pretrained
 from nanogpt.resume import check_belongs_to_run, live_runs, load_newest_valid, note_sweep_keys, override_keys, resumed_config
 from nanogpt.runlock import RunFolderBusy, remove_temp_files, run_lock
 from nanogpt.dtype_probe import DtypeProbe, choose_cpu_dtype
+from nanogpt.eval import TrainingBenchmarks
 from nanogpt.system import System, peak_flops, peak_memory_mb, resolve_system
 from nanogpt.tracking import TENSORBOARD_DIR, TensorBoardRun, Tracker, Trackers, WandbRun, tensorboard_writer
 
@@ -391,6 +392,9 @@ class Trainer:
             # was logged by a run killed before its next checkpoint, and is logged again.
             runs.append(TensorBoardRun(cfg.tensorboard, run_dir / TENSORBOARD_DIR, purge_step=self.iter_num + 1 if self.iter_num else 0))
         self.tracker = Trackers(runs) if runs else None
+        self.benchmarks = None
+        if world.is_main and cfg.eval_tasks and not cfg.eval_only:
+            self.benchmarks = TrainingBenchmarks(list(cfg.eval_tasks), cfg.eval_tasks_limit, cfg.eval_tasks_include_path, data.batch_size)
 
     def _settle_cpu_dtype(self, resume_state: dict[str, Any] | None) -> str:
         """system.dtype=auto on a CPU: the precision a resumed CPU run trained in (so that it
@@ -548,7 +552,7 @@ class Trainer:
         def record(event: str, **fields: Any) -> None:
             if metrics is not None:
                 metrics.write(event, iter=self.iter_num, tokens=self.iter_num * self.tokens_per_iter, time=self.elapsed, **fields)
-            if self.tracker is not None and event in ("train", "eval"):
+            if self.tracker is not None and event in ("train", "eval", "benchmark"):
                 self.tracker.log({f"{event}/{k}": v for k, v in fields.items()}, step=self.iter_num)
 
         record(
@@ -560,6 +564,7 @@ class Trainer:
             log.info("this run already reached max_iters=%d; nothing to do", cfg.max_iters)
         window_start, window_iters = time.perf_counter(), 0
         last_eval_iter = self.iter_num if self.iter_num > 0 else -1
+        last_benchmark_iter = last_eval_iter
         status = "failed"
         try:
             budget_used = self.budget_used()
@@ -572,6 +577,12 @@ class Trainer:
                 if (due or done) and self.iter_num != last_eval_iter:
                     last_eval_iter = self.iter_num
                     self._evaluate_and_save(record, final=done)
+                    window_start, window_iters = time.perf_counter(), 0
+                if self.benchmarks is not None and self.iter_num != last_benchmark_iter and (
+                    done or (self.iter_num % cfg.eval_tasks_interval == 0 and (self.iter_num > 0 or cfg.eval_at_start))
+                ):
+                    last_benchmark_iter = self.iter_num
+                    self._benchmark(record)
                     window_start, window_iters = time.perf_counter(), 0
                 if done:
                     if budget_used >= 1.0 and self.iter_num < cfg.max_iters:
@@ -625,6 +636,13 @@ class Trainer:
             self.best_val_loss, self.iter_num, format_duration(self.elapsed), peak_mb, self.run_dir,
         )
         return self.best_val_loss
+
+    def _benchmark(self, record: Any) -> None:
+        """Run eval_tasks on the model (rank 0; the other ranks wait at their next collective)."""
+        assert self.benchmarks is not None
+        scores = self.benchmarks.run(self.raw_model, load_tokenizer(self.meta), self.system)
+        log.info("benchmarks iter %d: %s", self.iter_num, ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+        record("benchmark", **scores)
 
     def _evaluate_and_save(self, record: Any, final: bool) -> None:
         cfg = self.cfg

@@ -107,6 +107,16 @@ TEXTS = {
         outputs="Only the folder that out= names: config.json, model.safetensors and the tokenizer's files "
         "(init_from=hf:<folder> trains from it again). No run folder, no log file.",
     ),
+    "eval": CommandText(
+        summary="Evaluate a run's checkpoint on benchmarks of EleutherAI's lm-evaluation-harness (pip install -e \".[eval]\").",
+        examples=(
+            ("run_dir=outputs/2026-11-25/17-03-11 tasks=hellaswag,arc_easy", ""),
+            ("run_dir=outputs/2026-11-25/17-03-11 tasks=hellaswag limit=200 batch_size=32", "200 documents"),
+            ("run_dir=outputs/2026-11-25/17-03-11 tasks=my_task include_path=my_tasks/", "task YAMLs of your own"),
+        ),
+        outputs="<run_dir>/eval/<task>.json per task (its metrics, documents, shots and lm_eval's task config) "
+        "and a table on stdout. No run folder of its own, no log file.",
+    ),
 }
 
 
