@@ -74,17 +74,18 @@ def _unreachable_hub(exc: BaseException) -> bool:
     return False
 
 
-def load_tasks(names: list[str], include_path: str | None) -> list[Any]:
+def load_tasks(names: list[str], include_path: str | None, key: str = "tasks") -> list[Any]:
     """lm_eval's Task (or Group) objects of the named tasks, their data loaded. An unknown name,
     data that cannot be downloaded, or a task that lm_eval cannot build is a one-line refusal naming
-    the task and the way out."""
+    the task (and `key`, the option that named it) and the way out."""
     manager = task_manager(include_path)
     for name in names:
         if name not in manager.all_tasks:
             close = difflib.get_close_matches(name, manager.all_tasks, n=1)
             hint = f" (did you mean {close[0]}?)" if close else " (`lm_eval ls tasks` lists them)"
-            local = "" if include_path else "; a task of your own needs include_path=<a folder of task YAMLs>"
-            raise ConfigError(f"tasks={name}: no such lm_eval task{hint}{local}")
+            folder = "eval_tasks_include_path" if key == "eval_tasks" else "include_path"
+            local = "" if include_path else f"; a task of your own needs {folder}=<a folder of task YAMLs>"
+            raise ConfigError(f"{key}={name}: no such lm_eval task{hint}{local}")
     loaded = []
     for name in names:
         try:
@@ -165,7 +166,7 @@ class TrainingBenchmarks:
 
     def __init__(self, names: list[str], limit: float | None, include_path: str | None, batch_size: int):
         require_lm_eval()
-        self.tasks = load_tasks(names, include_path)
+        self.tasks = load_tasks(names, include_path, key="eval_tasks")
         self.limit, self.include_path, self.batch_size = limit, include_path, batch_size
 
     def run(self, model: GPT, tokenizer: Tokenizer, system: System) -> dict[str, float]:

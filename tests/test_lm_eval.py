@@ -80,6 +80,7 @@ def task_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The include_path folder of the tests (one, since lm_eval indexes its ~15,000 tasks anew
     for each folder)."""
     folder = write_task(tmp_path_factory.mktemp("tasks"), TASK, DOCS)
+    write_task(folder, f"{TASK}_reversed", DOCS[::-1])
     return write_task(folder, HUB_TASK, DOCS, dataset_path="nanogpt-tests/never-cached")
 
 
@@ -126,11 +127,12 @@ def requests(docs: list[dict]) -> list:
 
 def test_nanogpt_eval_scores_a_local_task_as_computed_by_hand(finished_run, task_dir, tmp_path):
     run_dir = copy_run(finished_run, tmp_path / "run")
-    proc = run_cli("nanogpt.eval", f"run_dir={run_dir}", f"tasks={TASK}", f"include_path={task_dir}", "limit=4", "batch_size=3", "system.device=cpu")
-    assert TASK in proc.stdout and "acc_norm" in proc.stdout  # lm_eval's table
+    # Two tasks as lm_eval's own command names them: comma-separated.
+    proc = run_cli("nanogpt.eval", f"run_dir={run_dir}", f"tasks={TASK},{TASK}_reversed", f"include_path={task_dir}", "limit=4", "batch_size=3", "system.device=cpu")
+    assert f"{TASK}_reversed" in proc.stdout and "acc_norm" in proc.stdout  # lm_eval's table
+    assert sorted(p.name for p in (run_dir / "eval").iterdir()) == [f"{TASK}.json", f"{TASK}_reversed.json"]  # no temp file left
     result = json.loads((run_dir / "eval" / f"{TASK}.json").read_text())
     assert result["task"] == TASK and result["limit"] == 4 and result["n_samples"]["effective"] == 4
-    assert not list((run_dir / "eval").glob(".*.tmp"))
 
     model, meta, _ = load_model(run_dir, "best", "cpu")
     from nanogpt.data import load_tokenizer
@@ -273,6 +275,12 @@ def test_eval_tasks_need_a_schedule():
     with pytest.raises(ConfigError, match="^eval_tasks_interval=0 is invalid"):
         validate_train(compose_train(f"eval_tasks=[{TASK}]", "eval_tasks_interval=0"))
     validate_train(compose_train("eval_tasks_interval=0"))  # no tasks, no schedule to check
+
+
+def test_training_refuses_an_unknown_task_before_it_trains(data_dir, task_dir, tmp_path):
+    with pytest.raises(ConfigError, match=rf"^eval_tasks=tiny_helaswag: no such lm_eval task \(did you mean {TASK}\?\)$"):
+        train_here(tmp_path / "run", *TINY, f"dataset.data_dir={data_dir}", "eval_tasks=[tiny_helaswag]", "eval_tasks_interval=2", f"eval_tasks_include_path={task_dir}")
+    assert not list((tmp_path / "run").glob("ckpt_*.pt")) and not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 # ----------------------------------------------------------------------------- during training
