@@ -122,11 +122,11 @@ class NanoGPTLM(TemplateLM):
         )
         results = []
         for chunk in collator.get_batched(n=self.batch_size):
-            # The row of context + continuation without its last token, whose logits predict the
-            # continuation; too long for the model, it keeps its last block_size tokens.
             for _, _, continuation in chunk:
                 if len(continuation) > self.max_length:  # HFLM asserts the same
                     raise ValueError(f"a continuation of {len(continuation)} tokens does not fit the model's context of {self.max_length}")
+            # The row of context + continuation without its last token, whose logits predict the
+            # continuation; too long for the model, it keeps its last block_size tokens.
             rows = [(context + continuation)[-(self.max_length + 1) :][:-1] for _, context, continuation in chunk]
             for (text, context, continuation), row, log_probs in zip(chunk, rows, self._log_probs(rows)):
                 scored = log_probs[len(row) - len(continuation) : len(row)].unsqueeze(0)  # (1, continuation, vocab)
