@@ -277,7 +277,9 @@ def device_for(system: System, world: Dist) -> System:
         return system
     if world.enabled:
         system = replace(system, device=f"cuda:{world.local_rank}")
-    torch.cuda.set_device(system.device)
+    device = torch.device(system.device)
+    if device.index is not None:  # plain "cuda" is the current device already (set_device refuses it)
+        torch.cuda.set_device(device)
     return system
 
 

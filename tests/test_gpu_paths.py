@@ -22,10 +22,19 @@ from tests.test_config import compose_train
 
 def test_the_process_makes_its_gpu_current_alone_on_cuda_n_and_under_ddp(monkeypatch):
     made_current: list[str] = []
-    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+
+    def set_device(device) -> None:
+        # torch's own argument check first: it refuses a device without an index, such as plain
+        # "cuda" (seen on an H100 with torch 2.11: the first GPU run failed there).
+        torch.cuda._utils._get_device_index(device)
+        made_current.append(str(device))
+
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
     gpu = System(device="cuda:1", dtype="bfloat16", compile=True)
     assert device_for(gpu, Dist()).device == "cuda:1"
     assert device_for(gpu, Dist(rank=5, local_rank=3, world_size=8)).device == "cuda:3"  # its local rank's GPU
+    # Plain "cuda" is the current GPU already: nothing to make current.
+    assert device_for(System(device="cuda", dtype="bfloat16", compile=True), Dist()).device == "cuda"
     assert device_for(System(device="cpu", dtype="float32", compile=False), Dist()).device == "cpu"
     assert made_current == ["cuda:1", "cuda:3"]
 
