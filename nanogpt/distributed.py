@@ -1,15 +1,19 @@
 """Data-parallel training across processes: torchrun, or the tasks of a SLURM job.
 
 Every rank runs the same command. Rank 0 alone writes the run folder, logs and checkpoints; the
-others only compute. The run folder's timestamp is agreed on before Hydra creates it, so all
-ranks use one folder.
+others only compute. Rank 0 chooses the run folder and the other ranks take its path, so that all
+ranks use one folder, on one node or several. "Rank 0" is always the global rank (RANK,
+SLURM_PROCID): on a node other than the first, the process whose LOCAL_RANK is 0 is a worker
+like any other.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -66,13 +70,40 @@ def init() -> Dist:
     if not wants_distributed():
         return Dist()
     if "RANK" not in os.environ:
-        # Inside a multi-task submitit job: submitit turns SLURM's variables into torch's.
-        from submitit.helpers import TorchDistributedEnvironment
-
-        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        export_submitit_env()
     if not dist.is_initialized():
         dist.init_process_group(backend=backend())
     return Dist(rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=dist.get_world_size())
+
+
+def export_submitit_env() -> None:
+    """Inside a multi-task submitit job (SLURM: one task per GPU on each of its nodes), set torch's
+    variables from the job's, as torchrun would: RANK from SLURM_PROCID, WORLD_SIZE from
+    SLURM_NTASKS, LOCAL_RANK from SLURM_LOCALID, MASTER_ADDR the first node of SLURM_JOB_NODELIST
+    (where task 0 runs) and MASTER_PORT a port drawn from the job id, the same in every task and
+    in a requeued job (submitit's TorchDistributedEnvironment). sbatch passes the submitting
+    shell's environment on, whose values describe no group of this job: they are replaced, but
+    for a MASTER_PORT, which submitit takes as the port to use."""
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+
+
+def rank0_path(key: str, choose: Callable[[], str]) -> str:
+    """choose() on rank 0, and rank 0's choice as an absolute path on every other rank, so that a
+    rank started in another directory (on another node) or a moment later (when rank 0 already
+    holds a run that choose() would pass over) uses rank 0's folder. It goes through the process
+    group's key-value store, not a collective: Hydra may resolve a path more than once, and not
+    equally often on every rank. Without a process group (one process, or a SLURM task before
+    init), choose()."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return choose()
+    store = dist.distributed_c10d._get_default_store()
+    if dist.get_rank() == 0:
+        path = choose()
+        store.set(f"nanogpt/{key}", str(Path(path).absolute()))
+        return path
+    return store.get(f"nanogpt/{key}").decode()
 
 
 def agree_on_start_time() -> None:

@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from nanogpt.cli import PROCESS_START
 from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, all_checkpoints, load_checkpoint
 from nanogpt.config import ConfigError
-from nanogpt.distributed import env_rank
+from nanogpt.distributed import env_rank, rank0_path
 from nanogpt.free_text import as_text
 from nanogpt.runlock import LOCK_NAME, holder
 
@@ -78,7 +78,12 @@ LOGGER_KEYS = ("wandb.enabled", "tensorboard.enabled")
 
 def resolve_run_dir(init_from: str, run_dir: str | None, new_dir: str) -> str:
     """Hydra's run folder (resolver `nanogpt.run_dir`): the run being resumed, else a new one.
-    Resuming without run_dir picks the most recent run under outputs/."""
+    Resuming without run_dir picks the most recent run under outputs/. Under torchrun rank 0
+    chooses, and the other ranks, on every node, take its folder (nanogpt.distributed.rank0_path)."""
+    return rank0_path("run_dir", lambda: _choose_run_dir(init_from, run_dir, new_dir))
+
+
+def _choose_run_dir(init_from: str, run_dir: str | None, new_dir: str) -> str:
     if init_from != "resume":
         return new_dir
     if run_dir:
