@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch.distributed as dist
+from hydra import compose, initialize_config_dir
 
 from nanogpt import distributed
 from nanogpt.metrics import read_metrics
+from nanogpt.resume import SWEEP_KEYS_ENV
+from nanogpt.slurm import task_problem
 from tests.conftest import TINY, cli_env, state_digest
+from tests.test_config import CONF
 from tests.test_distributed import torchrun
 
 RUN = (*TINY, "max_iters=6", "eval_interval=3", "log_interval=1", "optimizer.warmup_iters=2", "gradient_accumulation_steps=2")
@@ -104,3 +108,30 @@ def test_a_task_of_a_two_node_slurm_job_takes_torchs_variables_from_slurms(monke
     monkeypatch.setenv("SLURM_NODEID", "0")
     distributed.export_submitit_env()
     assert (os.environ["RANK"], os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"]) == ("0", "gpu07", port)
+
+
+def launcher_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=["hydra/launcher=slurm_multinode", *overrides], return_hydra_config=True)
+
+
+@pytest.mark.parametrize(
+    "overrides, problem",
+    [
+        (["gradient_accumulation_steps=16"], None),  # the preset: 2 nodes x 8 tasks, one per GPU
+        (["gradient_accumulation_steps=16", "hydra.launcher.tasks_per_node=4"], "hydra.launcher.tasks_per_node=4 does not match "
+         "hydra.launcher.gpus_per_node=8: training runs one task per GPU; set both to the number of GPUs a node has"),
+        (["gradient_accumulation_steps=16", "hydra.launcher.nodes=0"], "hydra.launcher.nodes=0 is invalid: must be at least 1"),
+        (["gradient_accumulation_steps=8"], "gradient_accumulation_steps=8 is invalid: must be divisible by the world size 16 "
+         "(hydra.launcher.nodes=2 x hydra.launcher.tasks_per_node=8); set it to a multiple of 16"),
+    ],
+    ids=["preset", "tasks-not-gpus", "no-nodes", "accumulation"],
+)
+def test_multinode_launcher_settings_that_cannot_form_one_group_are_named_before_submission(monkeypatch, overrides, problem):
+    monkeypatch.setenv(SWEEP_KEYS_ENV, "")
+    assert task_problem(launcher_config(*overrides)) == problem
+
+
+def test_a_swept_accumulation_is_left_to_each_job(monkeypatch):
+    monkeypatch.setenv(SWEEP_KEYS_ENV, "optimizer.learning_rate,gradient_accumulation_steps")
+    assert task_problem(launcher_config("gradient_accumulation_steps=8")) is None

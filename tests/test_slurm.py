@@ -13,6 +13,8 @@ import pytest
 
 from nanogpt.metrics import read_metrics
 from tests.conftest import ROOT, TINY, cli_env, one_line_error, run_cli, state_digest
+from tests.test_distributed import torchrun
+from tests.test_multinode import RUN as TWO_RANK_RUN
 
 
 def _cluster_up() -> bool:
@@ -29,6 +31,11 @@ pytestmark = [
 ]
 LAUNCHER = ("hydra/launcher=slurm_cpu", "hydra.launcher.timeout_min=20")
 RUN = (*TINY, "eval_interval=10", "log_interval=5", "optimizer.warmup_iters=5")
+# The multi-node launcher on this one-node cluster: jobs of one node with two tasks, on its CPUs.
+MULTINODE = (
+    "hydra/launcher=slurm_multinode", "hydra.launcher.nodes=1", "hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=20",
+)
 
 
 
@@ -94,4 +101,37 @@ def test_unknown_partition_gets_one_line(tmp_path):
 def test_unknown_launcher_option_is_one_line_with_the_closest_key(tmp_path):
     proc = run_cli("nanogpt.train", "-m", *LAUNCHER, "hydra.launcher.gpus_per_nod=1", f"hydra.sweep.dir={tmp_path / 's'}", check=False)
     assert one_line_error(proc) == "error: hydra.launcher.gpus_per_nod is not a config key; did you mean hydra.launcher.gpus_per_node?"
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_two_slurm_tasks_form_one_ddp_group_that_trains_like_torchrun(data_dir, tmp_path):
+    """hydra/launcher=slurm_multinode's path: each task of the job derives its rank and the
+    group's address from SLURM's variables; task 0 alone writes the job's folder, and the run
+    equals a torchrun of two processes bit for bit."""
+    run = (*TWO_RANK_RUN, f"dataset.data_dir={data_dir}")
+    reference = tmp_path / "reference"
+    proc = torchrun(*run, f"hydra.run.dir={reference}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    sweep = tmp_path / "sweep"
+    run_cli("nanogpt.train", "-m", *MULTINODE, *run, f"hydra.sweep.dir={sweep}")
+    assert len(list(sweep.glob(".submitit/*/*_log.out"))) == 2  # submitit's log of each task
+    job = sweep / "0"
+    log = (job / "train.log").read_text()
+    assert log.count("[INFO] run folder:") == 1 and "2 ranks" in log
+    events = [r["event"] for r in read_metrics(job / "metrics.jsonl")]
+    assert events.count("start") == 1 and events.count("end") == 1 and events.count("train") == 6
+    assert state_digest(job / "ckpt_last.pt") == state_digest(reference / "ckpt_last.pt")
+
+
+def test_more_nodes_than_the_partition_has_get_one_line_before_submission(tmp_path):
+    proc = run_cli(
+        "nanogpt.train", "-m", *MULTINODE, "hydra.launcher.nodes=2", "gradient_accumulation_steps=4",
+        f"hydra.sweep.dir={tmp_path / 's'}", check=False,
+    )
+    assert one_line_error(proc) == (
+        "error: hydra.launcher.nodes=2 is more than partition 'debug' has (1); "
+        "ask for at most 1, or choose a larger partition with hydra.launcher.partition"
+    )
     assert not (tmp_path / "s").exists()
