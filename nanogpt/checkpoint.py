@@ -24,10 +24,16 @@ from nanogpt.model import GPT, GPTConfig
 
 CKPT_FORMAT = 1
 CKPT_NAMES = {"last": "ckpt_last.pt", "best": "ckpt_best.pt"}
+# system.strategy=fsdp's checkpoints: folders of shards (nanogpt.fsdp).
+SHARDED_NAMES = {"last": "ckpt_last.dcp", "best": "ckpt_best.dcp"}
 
 
 def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
     return Path(run_dir) / CKPT_NAMES[which]
+
+
+def sharded_checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
+    return Path(run_dir) / SHARDED_NAMES[which]
 
 
 def keep_snapshot(run_dir: Path, iter_num: int, keep_last_k: int) -> None:
@@ -46,9 +52,13 @@ def keep_snapshot(run_dir: Path, iter_num: int, keep_last_k: int) -> None:
 
 
 def all_checkpoints(run_dir: Path) -> list[Path]:
-    """Every checkpoint file of a run folder, newest first."""
-    paths = [p for p in run_dir.glob("ckpt_*.pt") if p.is_file()]
+    """Every checkpoint of a run folder (files, and the folders of sharded ones), newest first."""
+    paths = [p for p in run_dir.glob("ckpt_*.pt") if p.is_file()] + [p for p in run_dir.glob("ckpt_*.dcp") if p.is_dir()]
     return sorted(paths, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return bool(all_checkpoints(run_dir))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

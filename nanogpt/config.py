@@ -112,6 +112,10 @@ class SystemConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     compile: str = "auto"  # auto | true | false
+    # Across ranks (torchrun, SLURM tasks): ddp = every rank holds the whole model; fsdp = each
+    # holds a shard of the weights, gradients and optimizer state (nanogpt/fsdp.py), with sharded
+    # checkpoints (ckpt_*.dcp/ folders).
+    strategy: str = "ddp"  # ddp | fsdp
 
 
 @dataclass
@@ -269,6 +273,7 @@ OPTIMIZERS = ("adamw", "muon")
 PRETRAINED_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMPILE_CHOICES = ("auto", "true", "false")
+STRATEGIES = ("ddp", "fsdp")
 
 
 def validate_system(system: DictConfig | SystemConfig) -> None:
@@ -288,6 +293,7 @@ def validate_system(system: DictConfig | SystemConfig) -> None:
         system.compile,
         "must be auto, true or false",
     )
+    _require(str(system.strategy) in STRATEGIES, "system.strategy", system.strategy, f"must be one of {', '.join(STRATEGIES)}")
 
 
 def validate_dataset(d: DictConfig | DatasetConfig) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, check_model_args, checkpoint_path, load_checkpoint
+from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, check_model_args, checkpoint_path, load_checkpoint, sharded_checkpoint_path
 from nanogpt.config import ConfigError, SystemConfig, validate_generation, validate_system
 from nanogpt.data import DataError, Tokenizer, load_tokenizer
 from nanogpt.model import GPT, DecodeStep, GPTConfig, KVCache
@@ -212,10 +212,13 @@ def load_model(run_dir: Path, which: str, device: str) -> tuple[GPT, dict, Path]
         raise ConfigError(f"checkpoint={which!r} is invalid: must be best or last")
     if not run_dir.is_dir():
         raise CheckpointError(f"run_dir={str(run_dir)!r}: no such folder")
-    path = checkpoint_path(run_dir, which)
-    if which == "best" and not path.is_file() and checkpoint_path(run_dir, "last").is_file():
-        path = checkpoint_path(run_dir, "last")
-    state = load_checkpoint(path, map_location="cpu")
+    from nanogpt.fsdp import read_sharded_whole  # torch.distributed.checkpoint, only when a run is loaded
+
+    # A single file, else a sharded folder (system.strategy=fsdp); best falls back to last.
+    tried = [which, "last"] if which == "best" else [which]
+    found = (p for w in tried for p in (checkpoint_path(run_dir, w), sharded_checkpoint_path(run_dir, w)) if p.exists())
+    path = next(found, checkpoint_path(run_dir, which))
+    state = read_sharded_whole(path) if path.suffix == ".dcp" else load_checkpoint(path, map_location="cpu")
     model_args = check_model_args(state, path)  # before GPT(...) allocates what they say
     try:
         model = GPT(GPTConfig(**model_args))

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from nanogpt.model import GPT
 
@@ -78,6 +79,22 @@ def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return (x if wide else x.mT).to(g.dtype)
 
 
+def whole(t: torch.Tensor) -> torch.Tensor:
+    """The whole matrix of a parameter's gradient or momentum. Under FSDP (nanogpt.fsdp) they are
+    DTensors of which each rank holds some rows, and orthogonalisation needs the whole matrix:
+    every rank gathers it and orthogonalises all of them (the same work on every rank; simple
+    and exact, where assigning matrices to ranks would save the duplicated compute)."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def shard_like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """This rank's part of the whole update `full`, sharded as param is (no communication: every
+    rank holds the same whole update)."""
+    if isinstance(param, DTensor):
+        return distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
+    return full
+
+
 class Muon(torch.optim.Optimizer):
     """Muon for the groups with use_muon=True, AdamW for the others, in one optimizer: one state
     dict to checkpoint, one set of param_groups for the schedule and the grad scaler."""
@@ -127,14 +144,15 @@ class Muon(torch.optim.Optimizer):
             by_shape.setdefault(p.shape, []).append(index)
         # The matrices of one shape (one per layer) are orthogonalised as one batch.
         for shape, indices in by_shape.items():
-            grads = torch.stack([params[i].grad for i in indices])
-            stacked_buffers = torch.stack([buffers[i] for i in indices])
+            grads = torch.stack([whole(params[i].grad) for i in indices])
+            stacked_buffers = torch.stack([whole(buffers[i]) for i in indices])
             # Nesterov: step along the gradient blended with where the momentum is heading.
             updates = orthogonalize(grads.lerp_(stacked_buffers, momentum), group["ns_steps"])
             # An orthogonal update of a tall matrix has a smaller RMS per entry than a wide
             # one's; the scale gives every weight matrix about the same per-entry step.
             scale = max(1.0, shape[-2] / shape[-1]) ** 0.5
-            torch._foreach_add_([params[i] for i in indices], list(updates.unbind(0)), alpha=-lr * scale)
+            shards = [shard_like(update, params[i]) for i, update in zip(indices, updates.unbind(0))]
+            torch._foreach_add_([params[i] for i in indices], shards, alpha=-lr * scale)
 
     def _adamw_step(self, group: dict[str, Any]) -> None:
         lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]

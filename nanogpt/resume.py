@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nanogpt.cli import PROCESS_START
-from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, all_checkpoints, load_checkpoint
+from nanogpt.checkpoint import CKPT_NAMES, SHARDED_NAMES, CheckpointError, all_checkpoints, has_checkpoint, load_checkpoint
 from nanogpt.config import ConfigError
 from nanogpt.distributed import env_rank, rank0_path
 from nanogpt.free_text import as_text
@@ -107,7 +107,7 @@ def hydra_output_subdir(init_from: str, timestamp: str) -> str | None:
     output_dir = OmegaConf.select(hydra, "runtime.output_dir", default=None) if hydra is not None else None
     if output_dir is not None and holder(Path(output_dir)) is not None:
         return None
-    if init_from != "resume" and output_dir is not None and hydra.mode == RunMode.RUN and any(Path(output_dir).glob("ckpt_*.pt")):
+    if init_from != "resume" and output_dir is not None and hydra.mode == RunMode.RUN and has_checkpoint(Path(output_dir)):
         # A new run in a folder that holds one is refused too (nanogpt.train): that run's config
         # must stay, or its own checkpoint no longer matches it. A sweep's job continues its run.
         return None
@@ -160,7 +160,8 @@ def job_dirname(num: int, task_overrides: Any, numbered: bool = False) -> str:
 def find_latest_run(outputs_root: Path) -> Path | None:
     """The run folder under outputs_root whose checkpoint was written most recently, among those
     that no live process is training (see live_runs)."""
-    candidates = [p for name in CKPT_NAMES.values() for p in outputs_root.glob(f"**/{name}") if holder(p.parent) is None]
+    names = (*CKPT_NAMES.values(), *SHARDED_NAMES.values())
+    candidates = [p for name in names for p in outputs_root.glob(f"**/{name}") if holder(p.parent) is None]
     if not candidates:
         return None
     return max(candidates, key=lambda p: p.stat().st_mtime).parent
@@ -177,14 +178,17 @@ def live_runs(outputs_root: Path) -> list[str]:
 
 
 def load_newest_valid(run_dir: Path) -> tuple[dict[str, Any], Path]:
-    """The newest checkpoint of run_dir that loads; a corrupt one is reported and skipped."""
+    """The newest checkpoint of run_dir that loads; a corrupt one is reported and skipped. A
+    sharded one (a .dcp folder) gives its train state and its weights' shapes (read_sharded)."""
+    from nanogpt.fsdp import read_sharded  # torch.distributed.checkpoint: only where a run resumes
+
     paths = all_checkpoints(run_dir)
     if not paths:
         raise CheckpointError(f"{run_dir}: no checkpoint to resume from (expected {' or '.join(CKPT_NAMES.values())})")
     errors = []
     for path in paths:
         try:
-            state = load_checkpoint(path)
+            state = read_sharded(path) if path.suffix == ".dcp" else load_checkpoint(path)
         except CheckpointError as exc:
             log.warning("%s; trying an older checkpoint", exc)
             errors.append(str(exc))

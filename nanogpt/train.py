@@ -36,6 +36,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import nanogpt
@@ -46,9 +47,11 @@ from nanogpt.checkpoint import (
     check_model_args,
     capture_rng_state,
     checkpoint_path,
+    has_checkpoint,
     restore_rng_state,
     keep_snapshot,
     save_checkpoint,
+    sharded_checkpoint_path,
 )
 from nanogpt.cli import PROCESS_START, launch, run_or_exit, run_sweep_job, undo_hydra_outputs
 from nanogpt.config import CONF_DIR, validate_train
@@ -64,6 +67,7 @@ from nanogpt.pretrained import load_pretrained
 from nanogpt.resume import check_belongs_to_run, live_runs, load_newest_valid, note_sweep_keys, override_keys, resumed_config
 from nanogpt.runlock import RunFolderBusy, remove_temp_files, run_lock
 from nanogpt.dtype_probe import DtypeProbe, choose_cpu_dtype
+from nanogpt.fsdp import keep_sharded_snapshot, load_sharded, recover_interrupted_saves, save_sharded, shard_model
 from nanogpt.eval import TrainingBenchmarks
 from nanogpt.system import System, peak_flops, peak_memory_mb, resolve_system
 from nanogpt.tracking import TENSORBOARD_DIR, TensorBoardRun, Tracker, Trackers, WandbRun, tensorboard_writer
@@ -224,8 +228,8 @@ class GradientHealth:
 
     @staticmethod
     def diverged(iter_num: int, what: str, run_dir: Path) -> TrainingError:
-        last = checkpoint_path(run_dir, "last")
-        kept = f"the last good checkpoint is kept in {last}" if last.exists() else "no checkpoint was written"
+        last = next((p for p in (checkpoint_path(run_dir, "last"), sharded_checkpoint_path(run_dir, "last")) if p.exists()), None)
+        kept = f"the last good checkpoint is kept in {last}" if last is not None else "no checkpoint was written"
         return TrainingError(
             f"training diverged by iter {iter_num} ({what}); stopped, {kept}. "
             f"Lower optimizer.learning_rate, raise optimizer.warmup_iters or set optimizer.grad_clip, then resume or restart"
@@ -295,12 +299,13 @@ def compile_failure(device: str) -> str | None:
     return None
 
 
-def wrap_model(model: GPT, system: System, world: Dist) -> torch.nn.Module:
-    """What the training steps call: the model in DDP across ranks, compiled if system.compile.
-    compile(DDP(model)) rather than DDP(compile(model)): dynamo then splits the graph at DDP's
-    gradient buckets (its DDPOptimizer), so that each bucket's all-reduce overlaps the backward
-    of the layers below it instead of waiting for the whole compiled backward."""
-    if world.enabled:
+def wrap_model(model: GPT, system: System, world: Dist, sharded: bool = False) -> torch.nn.Module:
+    """What the training steps call: the model in DDP across ranks (a sharded model is already
+    distributed: nanogpt.fsdp), compiled if system.compile. compile(DDP(model)) rather than
+    DDP(compile(model)): dynamo then splits the graph at DDP's gradient buckets (its
+    DDPOptimizer), so that each bucket's all-reduce overlaps the backward of the layers below it
+    instead of waiting for the whole compiled backward."""
+    if world.enabled and not sharded:
         model = DDP(model, device_ids=[world.local_rank] if system.device_type == "cuda" else None)
     return torch.compile(model) if system.compile else model
 
@@ -322,6 +327,19 @@ class Trainer:
         self.cfg, self.run_dir, self.world = cfg, run_dir, world
         self.system = system = device_for(system, world)
         self.micro_steps = split_accumulation(cfg.gradient_accumulation_steps, world)
+        # fsdp on one process trains the plain model (nothing to shard) but saves sharded
+        # checkpoints, which any number of ranks can continue.
+        self.sharded = cfg.system.strategy == "fsdp" and world.enabled
+        if self.sharded and system.dtype == "float16":
+            raise ConfigError(
+                "system.dtype='float16' is invalid with system.strategy=fsdp: its GradScaler would skip steps on some ranks only; "
+                "use bfloat16 (or system.strategy=ddp)"
+            )
+        if self.sharded and cfg.eval_tasks and not cfg.eval_only:
+            raise ConfigError(
+                "eval_tasks is invalid with system.strategy=fsdp on several ranks: benchmarks run on rank 0 alone, "
+                "which holds a shard of the model; train with system.strategy=ddp, or without eval_tasks"
+            )
 
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -359,6 +377,8 @@ class Trainer:
         if pretrained_state is not None:
             self.raw_model.load_state_dict(pretrained_state)
         self.raw_model.to(system.device)
+        if self.sharded:
+            shard_model(self.raw_model, system, world.world_size)  # before the optimizer: parameters become DTensors
         self.optimizer = build_optimizer(self.raw_model, cfg.optimizer, system.device_type)
         self.scaler = torch.amp.GradScaler(system.device_type, enabled=system.dtype == "float16")
         # One training-data stream for all ranks: each step draws every rank's micro-batch
@@ -377,7 +397,7 @@ class Trainer:
         if system.compile and (failure := compile_failure(system.device)):
             log.warning("system.compile: torch.compile cannot build kernels on this machine (%s); training without it", failure)
             self.system = system = replace(system, compile=False)
-        self.model = wrap_model(self.raw_model, system, world)
+        self.model = wrap_model(self.raw_model, system, world, self.sharded)
         self.tokens_per_iter = cfg.gradient_accumulation_steps * data.batch_size * data.block_size
         self.flops_per_iter = self.raw_model.flops_per_token() * self.tokens_per_iter
         self.peak = peak_flops(system)
@@ -417,12 +437,20 @@ class Trainer:
         return probe.dtype
 
     def _restore(self, state: dict[str, Any]) -> None:
-        try:
-            self.raw_model.load_state_dict(state["model"])
-        except RuntimeError:
-            raise CheckpointError(f"{self.run_dir}: the checkpoint's weights do not fit its own architecture {self.model_args}") from None
         configured = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(state["optimizer"])
+        if "sharded" in state:  # a .dcp folder (nanogpt.fsdp.read_sharded), written by any number of ranks
+            load_sharded(Path(state["sharded"]), self.raw_model, self.optimizer)
+        elif self.sharded:
+            raise ConfigError(
+                f"system.strategy=fsdp cannot continue {self.run_dir}'s single-file checkpoint on several ranks: "
+                f"continue it with system.strategy=ddp, or with system.strategy=fsdp on one process (which then saves sharded checkpoints)"
+            )
+        else:
+            try:
+                self.raw_model.load_state_dict(state["model"])
+            except RuntimeError:
+                raise CheckpointError(f"{self.run_dir}: the checkpoint's weights do not fit its own architecture {self.model_args}") from None
+            self.optimizer.load_state_dict(state["optimizer"])
         # The saved groups carry the hyperparameters of the run that saved them; the config's
         # win, so that a resume can change the ones RESUMABLE_KEYS allows.
         for group, settings in zip(self.optimizer.param_groups, configured):
@@ -454,7 +482,8 @@ class Trainer:
     def describe(self) -> None:
         cfg, data = self.cfg, self.cfg.dataset
         log.info("run folder: %s", self.run_dir)
-        log.info("system: %s%s", self.system.describe(), f", {self.world.world_size} ranks" if self.world.enabled else "")
+        ranks = f", {self.world.world_size} ranks ({self.cfg.system.strategy})" if self.world.enabled else ""
+        log.info("system: %s%s", self.system.describe(), ranks)
         log.info(
             "model: %.2fM parameters, %d layers, %d heads, %d wide, context %d, vocabulary %d",
             self.raw_model.num_params() / 1e6, cfg.model.n_layer, cfg.model.n_head, cfg.model.n_embd, data.block_size, self.model_args["vocab_size"],
@@ -475,9 +504,12 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.system.device)
         for micro in range(self.micro_steps):
             x, y = self.splits["train"].windows(mine[micro])
-            # Gradients are averaged across ranks only on the last micro-step.
+            # Gradients are averaged across ranks only on the last micro-step (DDP's all-reduce,
+            # FSDP's reduce-scatter); before it they accumulate on each rank, unreduced.
             sync = not self.world.enabled or micro == self.micro_steps - 1
-            with contextlib.nullcontext() if sync else self.model.no_sync():
+            if self.sharded:
+                self.raw_model.set_requires_gradient_sync(sync)  # FSDP's no_sync
+            with self.model.no_sync() if not sync and not self.sharded else contextlib.nullcontext():
                 with self.system.autocast():  # the forward pass only: backward follows its dtypes
                     _, loss = self.model(x, y)
                 loss = loss / self.micro_steps
@@ -487,6 +519,8 @@ class Trainer:
         # off); it stays on the device until the next log line reads it.
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.optimizer.grad_clip or math.inf)
+        if isinstance(grad_norm, DTensor):  # sharded gradients: the norm of all of them (clipping used it), on every rank
+            grad_norm = grad_norm.full_tensor()
         self.health.update(loss_sum, grad_norm, cfg.optimizer.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -499,12 +533,15 @@ class Trainer:
 
     def checkpoint(self) -> dict[str, Any]:
         """The whole train state (rng holds every rank's streams; call it on all ranks)."""
+        return {**self.train_state(), "model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def train_state(self) -> dict[str, Any]:
+        """The train state but for the weights and the optimizer's (what a sharded checkpoint
+        holds beside its shards); rng holds every rank's streams: call it on all ranks."""
         rng = gather_to_main(capture_rng_state(), self.world)
         return {
             "format": CKPT_FORMAT,
-            "model": self.raw_model.state_dict(),
             "model_args": self.model_args,
-            "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "iter_num": self.iter_num,
             "best_val_loss": self.best_val_loss,
@@ -519,6 +556,9 @@ class Trainer:
         }
 
     def save(self, *which: str) -> None:
+        if self.cfg.system.strategy == "fsdp":
+            self._save_sharded(*which)
+            return
         state = self.checkpoint()
         if not self.world.is_main:
             return
@@ -526,6 +566,14 @@ class Trainer:
             save_checkpoint(checkpoint_path(self.run_dir, name), state)
         if "last" in which and self.cfg.keep_last_k:
             keep_snapshot(self.run_dir, self.iter_num, self.cfg.keep_last_k)
+
+    def _save_sharded(self, *which: str) -> None:
+        """Sharded checkpoints (nanogpt.fsdp): every rank writes its shard, rank 0 the rest."""
+        state = self.train_state()
+        for name in which:
+            save_sharded(sharded_checkpoint_path(self.run_dir, name), self.raw_model, self.optimizer, state, self.world)
+        if self.world.is_main and "last" in which and self.cfg.keep_last_k:
+            keep_sharded_snapshot(self.run_dir, sharded_checkpoint_path(self.run_dir, "last"), self.iter_num, self.cfg.keep_last_k)
 
     def eval_only(self) -> float:
         """Evaluate once and write eval.json (loss and perplexity per split)."""
@@ -649,6 +697,8 @@ class Trainer:
     def _evaluate_and_save(self, record: Any, final: bool) -> None:
         cfg = self.cfg
         losses = {"train": math.nan, "val": math.nan}
+        if self.sharded and not self.world.is_main:
+            self.evaluate()  # a sharded model's forward pass needs every rank; rank 0 alone uses the losses
         if self.world.is_main:
             losses = self.evaluate()
             if not all(math.isfinite(v) for v in losses.values()):
@@ -658,7 +708,8 @@ class Trainer:
             self.best_val_loss = min(self.best_val_loss, losses["val"])
             log.info("eval iter %d: train loss %.4f, val loss %.4f%s", self.iter_num, losses["train"], losses["val"], " (best)" if improved else "")
             record("eval", train_loss=losses["train"], val_loss=losses["val"], best_val_loss=self.best_val_loss)
-            if self.tracker is not None and self.tracker.sample_tokens > 0:
+            # Generating a sample would need every rank under FSDP: sharded runs log none.
+            if self.tracker is not None and self.tracker.sample_tokens > 0 and not self.sharded:
                 self.tracker.log_sample(sample_text(self.raw_model, self.meta, self.tracker.sample_tokens, self.system), self.iter_num)
         if self.iter_num == 0:
             return
@@ -682,7 +733,7 @@ def train(
     main_rank = env_rank() == 0  # the process group does not exist yet
     with run_lock(run_dir, resuming=cfg.init_from == "resume") if main_rank else contextlib.nullcontext():
         if main_rank:
-            leftovers = remove_temp_files(run_dir)
+            leftovers = remove_temp_files(run_dir) + recover_interrupted_saves(run_dir)
             if leftovers:
                 log.info("removed the temp files of an interrupted write: %s", ", ".join(leftovers))
         stop = StopRequest()
@@ -701,10 +752,10 @@ def _train(
     """train()'s work, holding the lock: the best val loss, and whether a signal stopped training
     (unless the stop was handed over to submitit, which then ends the process its own way)."""
     resume_state = None
-    has_checkpoint = any(run_dir.glob("ckpt_*.pt"))
-    if cfg.init_from == "resume" or (auto_resume and has_checkpoint):
+    holds_checkpoint = has_checkpoint(run_dir)
+    if cfg.init_from == "resume" or (auto_resume and holds_checkpoint):
         resume_state, cfg = _load_resume(cfg, run_dir, overrides)
-    elif has_checkpoint:
+    elif holds_checkpoint:
         raise ConfigError(
             f"hydra.run.dir={run_dir} already holds a run: continue it with init_from=resume run_dir={run_dir}, or choose a new folder"
         )
@@ -760,7 +811,7 @@ def _load_resume(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> tuple[
         # passing over the runs that are still training.
         busy = live_runs(Path("outputs").absolute())
         skipped = f"; skipped {len(busy)} run(s) still training: {', '.join(busy)}" if busy else ""
-        if not any(run_dir.glob("ckpt_*.pt")):
+        if not has_checkpoint(run_dir):
             raise ConfigError(f"init_from=resume needs run_dir=<a run folder>: no run with a checkpoint was found under outputs/{skipped}")
         log.info("init_from=resume without run_dir: chose %s, the run with the newest checkpoint under outputs/%s", run_dir, skipped)
     state, path = load_newest_valid(run_dir)
@@ -788,7 +839,7 @@ def main(cfg: DictConfig) -> float:
     except (RunStopped, KeyboardInterrupt) as exc:
         # Ending anyway: a further Ctrl-C must not break the clean-up into a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        kept = any(run_dir.glob("ckpt_*.pt"))
+        kept = has_checkpoint(run_dir)
         if not sweep and cfg.init_from != "resume" and not kept:
             _remove_unkept_run(run_dir, hydra_cfg.output_subdir)
         if isinstance(exc, RunStopped):

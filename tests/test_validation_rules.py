@@ -165,6 +165,7 @@ RULES = [
     Rule("system.dtype", choice("auto", "float32", "bfloat16", "float16"), other_text("auto", "float32", "bfloat16", "float16")),
     # auto | true | false; a YAML `true` arrives in this text key as "True"
     Rule("system.compile", choice("auto", "true", "false", "True", "False"), other_text("auto", "true", "false", normalise=str.lower)),
+    Rule("system.strategy", choice("ddp", "fsdp"), other_text("ddp", "fsdp")),
     # top level
     Rule("max_iters", NON_NEGATIVE_INT, NEGATIVE_INT),
     Rule("time_budget_s", NONE | POSITIVE, NON_POSITIVE),
