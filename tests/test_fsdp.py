@@ -107,8 +107,11 @@ def test_one_process_ddp_and_fsdp_on_two_ranks_give_the_same_losses(data_dir, tm
 @pytest.mark.slow
 def test_sharded_checkpoints_resume_exactly_and_on_another_number_of_ranks(sharded_run, data_dir, tmp_path):
     whole, halves, moved = tmp_path / "whole", tmp_path / "halves", tmp_path / "moved"
-    proc = torchrun(*SHARDED_RUN, "max_iters=8", f"dataset.data_dir={data_dir}", f"hydra.run.dir={whole}")
+    proc = torchrun(*SHARDED_RUN, "max_iters=8", "keep_last_k=1", f"dataset.data_dir={data_dir}", f"hydra.run.dir={whole}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # keep_last_k: hard-linked snapshots of ckpt_last.dcp, the older ones deleted.
+    assert [p.name for p in whole.glob("ckpt_iter_*")] == ["ckpt_iter_0000008.dcp"]
+    assert digest(whole / "ckpt_iter_0000008.dcp") == digest(whole / "ckpt_last.dcp")
     shutil.copytree(sharded_run, halves)
     shutil.copytree(sharded_run, moved)
 
