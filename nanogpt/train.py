@@ -733,9 +733,12 @@ def train(
     main_rank = env_rank() == 0  # the process group does not exist yet
     with run_lock(run_dir, resuming=cfg.init_from == "resume") if main_rank else contextlib.nullcontext():
         if main_rank:
-            leftovers = remove_temp_files(run_dir) + recover_interrupted_saves(run_dir)
+            leftovers = remove_temp_files(run_dir)
             if leftovers:
                 log.info("removed the temp files of an interrupted write: %s", ", ".join(leftovers))
+            recovered = recover_interrupted_saves(run_dir)
+            if recovered:
+                log.info("cleaned up after an interrupted sharded save (the previous checkpoint is kept): %s", ", ".join(recovered))
         stop = StopRequest()
         # Installed from the start, so that a Ctrl-C while the data and the model load also
         # stops cleanly; eval_only has no step boundary to wait for and stops at once.
