@@ -140,7 +140,10 @@ class ParallelEncoder:
                 done, future = pending.popleft()
                 yield done, future.result()
         finally:
-            pool.shutdown(wait=not pending, cancel_futures=True)
+            # Wait even after an error (a full disk, Ctrl-C): only the units already running are
+            # waited for, and a pool left running at exit makes Python 3.11 print a traceback
+            # ("Bad file descriptor" from its exit hook) after our one-line error.
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 _worker_tokenizer: Tokenizer | None = None
