@@ -61,6 +61,16 @@ def has_checkpoint(run_dir: Path) -> bool:
     return bool(all_checkpoints(run_dir))
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable: until the folder itself is synced, a power cut can
+    lose the new name even though the file's bytes are on disk."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` so that a crash at any moment leaves either the old file or the
     new one, never a mix: temp file in the same folder, fsync, rename, fsync the folder. A full,
@@ -77,11 +87,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         # torch.save reports a failed write as a RuntimeError ("unexpected pos ..."), raised while

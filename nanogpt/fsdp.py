@@ -35,7 +35,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-from nanogpt.checkpoint import check_model_args, load_checkpoint, save_checkpoint
+from nanogpt.checkpoint import check_model_args, fsync_dir, load_checkpoint, save_checkpoint
 from nanogpt.distributed import Dist
 from nanogpt.errors import CheckpointError, StorageError, first_line, storage_error
 from nanogpt.model import GPT
@@ -109,11 +109,7 @@ def commit_folder(tmp: Path, path: Path) -> None:
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
         shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         raise storage_error(exc, path) from None
