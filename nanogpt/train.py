@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import importlib
 import json
 import logging
@@ -793,6 +794,12 @@ def _train(
     except BaseException:
         distributed.shutdown(all_ranks_done=False)
         raise
+    # Free the trainer (its reference cycles too) while the process group is alive. A DDP model's
+    # reducer holds the group: freed after it is destroyed, it would be the group's last owner, and
+    # the group's destructor joins gloo's threads while holding the GIL that one of them may need
+    # (a deadlock seen once in CI).
+    trainer = None
+    gc.collect()
     distributed.shutdown(all_ranks_done=True)
     return result, stopped
 
