@@ -18,6 +18,8 @@ place once every shard is written, so a kill mid-save leaves the previous checkp
 from __future__ import annotations
 
 import os
+import pathlib
+import pickle
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -30,6 +32,8 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.api import CheckpointException
+import torch.distributed.checkpoint.filesystem as dcp_filesystem
+import torch.distributed.checkpoint.metadata as dcp_metadata
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from torch.distributed.device_mesh import init_device_mesh
@@ -149,15 +153,51 @@ def keep_sharded_snapshot(run_dir: Path, last: Path, iter_num: int, keep_last_k:
         raise storage_error(exc) from None
 
 
+# What DCP's `.metadata` pickle may name: its own metadata records, sizes, dtypes and paths. Any
+# other global (a function that runs code, say) is refused, as torch.load(weights_only=True)
+# refuses one in a ckpt_*.pt; torch's weights-only unpickler itself cannot read this pickle's
+# protocol, so the same rule is applied here with pickle's documented find_class restriction.
+METADATA_GLOBALS = {
+    (cls.__module__, cls.__qualname__): cls
+    for cls in (
+        dcp_metadata.Metadata, dcp_metadata.TensorStorageMetadata, dcp_metadata.BytesStorageMetadata,
+        dcp_metadata.TensorProperties, dcp_metadata.ChunkStorageMetadata, dcp_metadata.MetadataIndex,
+        dcp_metadata.StorageMeta, dcp_metadata._MEM_FORMAT_ENCODING, torch.serialization._get_layout,
+        dcp_filesystem._StorageInfo, pathlib.PosixPath, pathlib.PurePosixPath, torch.Size,
+    )
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in METADATA_GLOBALS:
+            return METADATA_GLOBALS[(module, name)]
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name} in .metadata")
+
+
+class SafeReader(FileSystemReader):
+    """DCP's file reader, reading `.metadata` with only METADATA_GLOBALS allowed."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> dcp_metadata.Metadata:
+        with open(self._get_metadata_path(kwargs.get("rank")), "rb") as f:
+            metadata = _MetadataUnpickler(f).load()
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = dcp_metadata.StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
 def read_sharded(path: Path) -> dict[str, Any]:
     """A sharded checkpoint's train state, as load_checkpoint gives a ckpt_*.pt's, once every shard
     file its metadata lists is there and long enough. "model" holds the weights' shapes as meta
     tensors (no storage), for check_model_args; "sharded" the folder, for load_sharded.
-    DCP keeps `.metadata` as a pickle: like any checkpoint of torch.distributed.checkpoint, only
-    resume from a .dcp folder you trust."""
+    DCP keeps `.metadata` as a pickle, read by SafeReader, which refuses any global but DCP's own
+    records."""
     state = load_checkpoint(path / STATE_FILE)
     try:
-        metadata = FileSystemReader(path).read_metadata()
+        metadata = SafeReader(path).read_metadata()
     except Exception as exc:  # missing, truncated or not DCP's: whatever unpickling it raised
         raise CheckpointError(f"{path}: unreadable sharded checkpoint ({first_line(exc)})") from None
     for info in (metadata.storage_data or {}).values():
@@ -182,7 +222,7 @@ def read_sharded_whole(path: Path) -> dict[str, Any]:
     weights = {name: torch.empty(meta.shape, dtype=meta.dtype) for name, meta in state["model"].items()}
     try:
         with single_process_allowed():
-            dcp.load({"model": weights}, checkpoint_id=path, no_dist=True)
+            dcp.load({"model": weights}, storage_reader=SafeReader(path), no_dist=True)
     except CheckpointException as exc:
         raise CheckpointError(f"{path}: unreadable sharded checkpoint ({first_line(exc)})") from None
     state["model"] = weights
@@ -197,7 +237,7 @@ def load_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     tensors, optim_state = _tensors(model, optimizer)
     try:
         with single_process_allowed():
-            dcp.load(tensors, checkpoint_id=path)
+            dcp.load(tensors, storage_reader=SafeReader(path))
     except CheckpointException as exc:
         raise CheckpointError(f"{path}: its shards do not load into this model ({first_line(exc)})") from None
     set_state_dict(model, optimizer, model_state_dict=tensors["model"], optim_state_dict={**optim_state, "state": tensors["optimizer"]})

@@ -180,6 +180,30 @@ def test_a_sharded_checkpoint_missing_a_shard_is_refused_in_one_line_and_nothing
     assert (broken / "metrics.jsonl").read_text() == metrics
 
 
+def test_a_sharded_checkpoint_whose_metadata_pickles_code_is_refused_without_running_it(sharded_run, tmp_path):
+    """DCP's .metadata is a pickle: one that names a global other than DCP's own records (here
+    os.system) is refused in one line, and the payload never runs."""
+    import os
+    import pickle
+
+    from nanogpt.errors import CheckpointError
+    from nanogpt.fsdp import read_sharded
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    crafted = tmp_path / "ckpt_last.dcp"
+    shutil.copytree(sharded_run / "ckpt_last.dcp", crafted)
+    assert read_sharded(crafted)["model"]  # DCP's own metadata reads
+    (crafted / ".metadata").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError, match=r"refused global posix\.system in \.metadata"):
+        read_sharded(crafted)
+    assert not marker.exists()
+
+
 @pytest.mark.slow
 def test_a_world_size_that_does_not_divide_the_batch_is_refused(data_dir, tmp_path):
     proc = torchrun(*TINY, FSDP, "gradient_accumulation_steps=3", "max_iters=2", f"dataset.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}")
