@@ -43,6 +43,17 @@ def torchrun_node(args: tuple[str, ...], cwd: Path, port: int) -> subprocess.Pop
     )
 
 
+def assert_one_writer_and_the_reference_state(run: Path, reference: Path) -> None:
+    """A RUN trained by 2 ranks (torchrun on two nodes, or a SLURM job's tasks): rank 0 alone
+    logged it, one metrics record per event and per training iteration, and it ends with the
+    weights and optimizer state of the reference run, bit for bit."""
+    log = (run / "train.log").read_text()
+    assert log.count("[INFO] run folder:") == 1 and "2 ranks" in log
+    events = [r["event"] for r in read_metrics(run / "metrics.jsonl")]
+    assert events.count("start") == 1 and events.count("end") == 1 and events.count("train") == 6
+    assert state_digest(run / "ckpt_last.pt") == state_digest(reference / "ckpt_last.pt")
+
+
 @pytest.mark.slow
 def test_two_nodes_train_in_one_run_folder_bit_for_bit_like_two_processes_on_one_node(data_dir, tmp_path):
     reference = tmp_path / "reference"
@@ -67,12 +78,8 @@ def test_two_nodes_train_in_one_run_folder_bit_for_bit_like_two_processes_on_one
     run = runs[0]
     [other] = [home for home in homes if home not in run.parents]
     assert list(other.iterdir()) == []
-    assert (run / ".hydra" / "config.yaml").is_file() and (run / "ckpt_last.pt").is_file()
-    log = (run / "train.log").read_text()
-    assert log.count("[INFO] run folder:") == 1 and "2 ranks" in log
-    events = [r["event"] for r in read_metrics(run / "metrics.jsonl")]
-    assert events.count("start") == 1 and events.count("end") == 1 and events.count("train") == 6
-    assert state_digest(run / "ckpt_last.pt") == state_digest(reference / "ckpt_last.pt")
+    assert (run / ".hydra" / "config.yaml").is_file()
+    assert_one_writer_and_the_reference_state(run, reference)
 
 
 def test_a_task_of_a_two_node_slurm_job_takes_torchs_variables_from_slurms(monkeypatch):

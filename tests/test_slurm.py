@@ -14,7 +14,7 @@ import pytest
 from nanogpt.metrics import read_metrics
 from tests.conftest import ROOT, TINY, cli_env, one_line_error, run_cli, state_digest
 from tests.test_distributed import torchrun
-from tests.test_multinode import RUN as TWO_RANK_RUN
+from tests.test_multinode import RUN as TWO_RANK_RUN, assert_one_writer_and_the_reference_state
 
 
 def _cluster_up() -> bool:
@@ -117,12 +117,7 @@ def test_two_slurm_tasks_form_one_ddp_group_that_trains_like_torchrun(data_dir, 
     sweep = tmp_path / "sweep"
     run_cli("nanogpt.train", "-m", *MULTINODE, *run, f"hydra.sweep.dir={sweep}")
     assert len(list(sweep.glob(".submitit/*/*_log.out"))) == 2  # submitit's log of each task
-    job = sweep / "0"
-    log = (job / "train.log").read_text()
-    assert log.count("[INFO] run folder:") == 1 and "2 ranks" in log
-    events = [r["event"] for r in read_metrics(job / "metrics.jsonl")]
-    assert events.count("start") == 1 and events.count("end") == 1 and events.count("train") == 6
-    assert state_digest(job / "ckpt_last.pt") == state_digest(reference / "ckpt_last.pt")
+    assert_one_writer_and_the_reference_state(sweep / "0", reference)
 
 
 def test_more_nodes_than_the_partition_has_get_one_line_before_submission(tmp_path):
