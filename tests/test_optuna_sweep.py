@@ -173,3 +173,14 @@ def test_without_the_sweep_extra_the_command_says_how_to_install_it(choice, mess
     )
     assert one_line_error(proc) == f'error: {message}, which is not installed: pip install -e ".[sweep]"'
     assert not sweep.exists()
+
+
+def test_trials_asked_at_a_time_follow_the_launchers_count_of_jobs(monkeypatch):
+    """hydra.sweeper.n_jobs of the preset: joblib's n_jobs, whose negative values count back from
+    the CPUs (-1: all of them, -2: all but one); a launcher without n_jobs runs one trial at a time."""
+    import os
+
+    from nanogpt.sweeps import parallel_trials
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert [parallel_trials(n) for n in (None, 1, 3, -1, -2, -8, -20)] == [1, 1, 3, 8, 7, 1, 1]
