@@ -36,6 +36,14 @@ def sharded_checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
     return Path(run_dir) / SHARDED_NAMES[which]
 
 
+def newest_checkpoint(run_dir: str | os.PathLike, which: str) -> Path | None:
+    """The run's `which` checkpoint (best or last), a file or a sharded folder: the newer of the two
+    where a run continued under the other system.strategy holds both, as a resume would choose
+    (load_newest_valid); None where there is neither."""
+    found = [p for p in (checkpoint_path(run_dir, which), sharded_checkpoint_path(run_dir, which)) if p.exists()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
 def keep_snapshot(run_dir: Path, iter_num: int, keep_last_k: int) -> None:
     """Keep ckpt_last as `ckpt_iter_<N>.pt` too (a hard link: no copy, and safe because
     checkpoints are only ever replaced by rename, never rewritten), and delete all but the

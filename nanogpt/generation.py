@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, check_model_args, checkpoint_path, load_checkpoint, sharded_checkpoint_path
+from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, check_model_args, checkpoint_path, load_checkpoint, newest_checkpoint
 from nanogpt.config import ConfigError, SystemConfig, validate_generation, validate_system
 from nanogpt.data import DataError, Tokenizer, load_tokenizer
 from nanogpt.model import GPT, DecodeStep, GPTConfig, KVCache
@@ -214,10 +214,12 @@ def load_model(run_dir: Path, which: str, device: str) -> tuple[GPT, dict, Path]
         raise CheckpointError(f"run_dir={str(run_dir)!r}: no such folder")
     from nanogpt.fsdp import read_sharded_whole  # torch.distributed.checkpoint, only when a run is loaded
 
-    # A single file, else a sharded folder (system.strategy=fsdp); best falls back to last.
-    tried = [which, "last"] if which == "best" else [which]
-    found = (p for w in tried for p in (checkpoint_path(run_dir, w), sharded_checkpoint_path(run_dir, w)) if p.exists())
-    path = next(found, checkpoint_path(run_dir, which))
+    # A single file or a sharded folder (system.strategy=fsdp); best falls back to last.
+    path = newest_checkpoint(run_dir, which)
+    if path is None and which == "best":
+        path = newest_checkpoint(run_dir, "last")
+    if path is None:
+        path = checkpoint_path(run_dir, which)  # missing: load_checkpoint's error names it
     state = read_sharded_whole(path) if path.suffix == ".dcp" else load_checkpoint(path, map_location="cpu")
     model_args = check_model_args(state, path)  # before GPT(...) allocates what they say
     try:

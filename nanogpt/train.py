@@ -51,6 +51,7 @@ from nanogpt.checkpoint import (
     has_checkpoint,
     restore_rng_state,
     keep_snapshot,
+    newest_checkpoint,
     save_checkpoint,
     sharded_checkpoint_path,
 )
@@ -229,7 +230,7 @@ class GradientHealth:
 
     @staticmethod
     def diverged(iter_num: int, what: str, run_dir: Path) -> TrainingError:
-        last = next((p for p in (checkpoint_path(run_dir, "last"), sharded_checkpoint_path(run_dir, "last")) if p.exists()), None)
+        last = newest_checkpoint(run_dir, "last")
         kept = f"the last good checkpoint is kept in {last}" if last is not None else "no checkpoint was written"
         return TrainingError(
             f"training diverged by iter {iter_num} ({what}); stopped, {kept}. "

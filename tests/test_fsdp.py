@@ -210,3 +210,18 @@ def test_a_world_size_that_does_not_divide_the_batch_is_refused(data_dir, tmp_pa
     # One line from each rank, which exits 2 (torchrun then reports the failed workers its own way).
     assert proc.stderr.count("error: gradient_accumulation_steps=3 is invalid: must be divisible by the world size 2") == 2
     assert "exitcode  : 2" in proc.stdout + proc.stderr
+
+
+def test_a_run_continued_in_the_other_checkpoint_format_is_sampled_from_its_newest_checkpoint(data_dir, tmp_path):
+    """A one-process run continued with system.strategy=fsdp (as the refusal to continue a
+    single-file checkpoint on several ranks advises) keeps its older ckpt_*.pt beside the new
+    ckpt_*.dcp/: sampling, export and evaluation load the newer one, as a resume does."""
+    from tests.conftest import train_here
+
+    run = (*TINY, "eval_interval=4", "optimizer.lr_decay_iters=8", f"dataset.data_dir={data_dir}")
+    train_here(tmp_path, *run, "max_iters=4")
+    train_here(tmp_path, *run, "init_from=resume", f"run_dir={tmp_path}", "max_iters=8", FSDP)
+    assert (tmp_path / "ckpt_last.pt").is_file() and (tmp_path / "ckpt_last.dcp").is_dir()
+    for which in ("last", "best"):
+        _, _, path = load_model(tmp_path, which, "cpu")
+        assert path == tmp_path / f"ckpt_{which}.dcp", which
