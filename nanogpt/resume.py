@@ -184,7 +184,7 @@ def load_newest_valid(run_dir: Path) -> tuple[dict[str, Any], Path]:
 
     paths = all_checkpoints(run_dir)
     if not paths:
-        raise CheckpointError(f"{run_dir}: no checkpoint to resume from (expected {' or '.join(CKPT_NAMES.values())})")
+        raise CheckpointError(f"{run_dir}: no checkpoint to resume from (expected {' or '.join(CKPT_NAMES.values())}, or the ckpt_*.dcp/ folders of system.strategy=fsdp)")
     errors = []
     for path in paths:
         try:
