@@ -102,8 +102,7 @@ class NanoGPTLM(TemplateLM):
             idx[i, : len(row)] = torch.tensor(row)
         idx = idx.to(self._device)
         with self.system.autocast():
-            # forward() computes every position's logits only when given targets (its loss is unused).
-            logits, _ = self.model(idx, targets=idx)
+            logits, _ = self.model(idx, every_position=True)
         return F.log_softmax(logits[..., : self.tokenizer.vocab_size].float(), dim=-1)
 
     def _loglikelihood_tokens(

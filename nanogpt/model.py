@@ -260,10 +260,11 @@ class GPT(nn.Module):
         return n
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None, every_position: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for every position and the mean cross-entropy when targets are given; without
-        targets only the last position's logits are computed (all that generation needs).
+        targets only the last position's logits are computed (all that generation needs), or
+        every position's with every_position (scoring given text: nanogpt.lm_eval_model).
 
         With a kv_cache, idx continues the tokens already cached: either a whole context into an
         empty cache (the prefill) or then one token at a time."""
@@ -284,7 +285,7 @@ class GPT(nn.Module):
             kv_cache.length += T
         x = self.transformer.ln_f(x)
         if targets is None:
-            return self.lm_head(x[:, -1:, :]), None
+            return self.lm_head(x if every_position else x[:, -1:, :]), None
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
