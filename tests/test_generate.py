@@ -410,7 +410,6 @@ def test_stop_strings_on_the_command_line(run_dir):
     assert cut.stdout == "ROMEO:" + generated[: generated.find(stop)] + "\n"
 
 
-
 @pytest.mark.parametrize(
     "overrides, message",
     [
