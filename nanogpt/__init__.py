@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nanogpt.generation import Generator, generate
 
-__version__ = "0.1.0"
-__all__ = ["Generator", "generate"]
+from nanogpt.version import __version__
+
+__all__ = ["Generator", "__version__", "generate"]
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: `import nanogpt` stays free of torch for the commands that need none.
-    if name in __all__:
+    if name in ("Generator", "generate"):
         from nanogpt import generation
 
         return getattr(generation, name)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from nanogpt.config import ConfigError
+from nanogpt.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanogpt.data.files import atomic_write_bytes
+from nanogpt.files import atomic_write_bytes
 from nanogpt.model import Block, GPTConfig
 from nanogpt.system import cpu_flags, cpu_model_name
 

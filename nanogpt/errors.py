@@ -6,11 +6,19 @@ from __future__ import annotations
 import errno
 import os
 
-# Exit statuses: 2 is bad input (the command can be fixed), 3 a fault of the disk (full,
-# read-only, no permission: the command was fine, the machine must change), 1 a run that failed.
+# Exit statuses (README, "Where outputs go"): 2 is bad input (the command can be fixed), 3 a
+# fault of the disk (full, read-only, no permission: the command was fine, the machine must
+# change), 1 a run that failed.
 EXIT_TRAINING_ERROR = 1
 EXIT_USER_ERROR = 2
 EXIT_STORAGE_ERROR = 3
+# A run stopped by SIGINT, SIGTERM or SIGUSR2 at a step boundary, its checkpoint saved: not
+# finished, but resumable; sysexits.h's EX_TEMPFAIL ("try again later"), so that scripts and
+# schedulers can tell it from a finished run (0) and from a failure.
+EXIT_STOPPED = 75
+# A second Ctrl-C: ended at once, without a new checkpoint (the previous one is intact, since
+# checkpoints are replaced by rename); 128 + SIGINT, as shells report an interrupted command.
+EXIT_INTERRUPTED = 130
 
 
 class ConfigError(ValueError):
@@ -32,6 +40,12 @@ class StorageError(OSError):
 
 class TrainingError(RuntimeError):
     """Training went wrong (it diverged); the run folder stays as it is. Exit code 1."""
+
+
+class RunStopped(BaseException):
+    """Training stopped at a signal and saved what there was to save; exit code EXIT_STOPPED. A
+    BaseException, like KeyboardInterrupt, so that a sweep's handling of failed jobs does not take
+    it for one: the user asked the whole command to stop."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -23,17 +23,17 @@ is rebuilt from the window's tokens. Once the text outgrows the context:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from nanogpt.checkpoint import CKPT_NAMES, CheckpointError, check_model_args, checkpoint_path, load_checkpoint, newest_checkpoint
-from nanogpt.config import ConfigError, SystemConfig, validate_generation, validate_system
-from nanogpt.data import DataError, Tokenizer, load_tokenizer
-from nanogpt.model import GPT, DecodeStep, GPTConfig, KVCache
+from nanogpt.checkpoint import load_model
+from nanogpt.config import SystemConfig, validate_generation, validate_system
+from nanogpt.data import Tokenizer, load_tokenizer
+from nanogpt.errors import ConfigError, DataError
+from nanogpt.model import GPT, DecodeStep, KVCache
 from nanogpt.system import System, resolve_system
 
 # ----------------------------------------------------------------------------- tokens
@@ -203,33 +203,6 @@ class Continuation:
             if any(s.startswith(self.text[-n:]) for s in self.stop):
                 return n
         return 0
-
-
-def load_model(run_dir: Path, which: str, device: str) -> tuple[GPT, dict, Path]:
-    """The model of a run's checkpoint (`best`, falling back to `last`), in eval mode, the
-    dataset metadata it was trained with (its tokenizer), and the checkpoint's path."""
-    if which not in CKPT_NAMES:
-        raise ConfigError(f"checkpoint={which!r} is invalid: must be best or last")
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run_dir={str(run_dir)!r}: no such folder")
-    from nanogpt.fsdp import read_sharded_whole  # torch.distributed.checkpoint, only when a run is loaded
-
-    # A single file or a sharded folder (system.strategy=fsdp); best falls back to last.
-    path = newest_checkpoint(run_dir, which)
-    if path is None and which == "best":
-        path = newest_checkpoint(run_dir, "last")
-    if path is None:
-        path = checkpoint_path(run_dir, which)  # missing: load_checkpoint's error names it
-    state = read_sharded_whole(path) if path.suffix == ".dcp" else load_checkpoint(path, map_location="cpu")
-    model_args = check_model_args(state, path)  # before GPT(...) allocates what they say
-    try:
-        model = GPT(GPTConfig(**model_args))
-        model.load_state_dict(state["model"])
-        meta = json.loads(state["dataset_meta"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        reason = next(iter(str(exc).splitlines()), "")
-        raise CheckpointError(f"{path}: not a usable model checkpoint ({type(exc).__name__}: {reason})") from None
-    return model.eval().to(device), meta, path
 
 
 def store_block_weights_in(model: GPT, dtype: torch.dtype) -> None:

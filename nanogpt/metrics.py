@@ -11,6 +11,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+# The temp files of keep_metrics_until and plot_losses, which a kill can leave behind.
+TEMP_NAMES = ("metrics.jsonl.tmp", "loss.tmp.png")
+
 
 class MetricsLog:
     """Appends one JSON object per line and flushes it, so a reader (or a crash) never sees more
@@ -67,6 +70,25 @@ def keep_metrics_until(path: Path, iter_num: int | None) -> None:
     tmp.replace(path)
 
 
+def remove_temp_files(run_dir: Path) -> list[str]:
+    """Delete what an interrupted rewrite of metrics.jsonl or loss.png left (call it holding the
+    run folder's lock); returns their names."""
+    removed = []
+    for name in TEMP_NAMES:
+        if (run_dir / name).exists():
+            (run_dir / name).unlink(missing_ok=True)
+            removed.append(name)
+    return removed
+
+
+def format_duration(seconds: float) -> str:
+    """1h02m or 3m07s."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
 def loss_axis(ax: Any, values: list[float]) -> None:
     """A log y-axis where the losses span a wide range (early training), with plain tick labels."""
     from matplotlib.ticker import FormatStrFormatter
@@ -99,7 +121,14 @@ def plot_losses(metrics_path: Path, out_path: Path, title: str = "") -> None:
         ax.plot([r["tokens"] for r in evals], [r["train_loss"] for r in evals], "o-", color="tab:blue", ms=3, label="train loss (eval)")
         ax.plot([r["tokens"] for r in evals], [r["val_loss"] for r in evals], "o-", color="tab:orange", ms=3, label="val loss")
         best = min(evals, key=lambda r: r["val_loss"])
-        ax.annotate(f"best val {best['val_loss']:.4f}", (best["tokens"], best["val_loss"]), textcoords="offset points", xytext=(-10, 12), ha="right", fontsize=8)
+        ax.annotate(
+            f"best val {best['val_loss']:.4f}",
+            (best["tokens"], best["val_loss"]),
+            textcoords="offset points",
+            xytext=(-10, 12),
+            ha="right",
+            fontsize=8,
+        )
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("cross-entropy loss (nats/token)")
     loss_axis(ax, [r["loss"] for r in train] + [r["val_loss"] for r in evals])

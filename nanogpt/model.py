@@ -12,7 +12,8 @@ the positions), and DecodeStep, at the end, runs a token's step without nn.Modul
 
 GPTConfig also offers the changes that made modded-nanogpt's GPT-2 speedrun fastest: rotary
 position embeddings, RMSNorm, QK-norm, a ReLU^2 MLP, an untied output head and zero-initialised
-output projections. Each is off by default (the defaults are GPT-2) and works alone.
+output projections. Each is off by default (the defaults are GPT-2: nanogpt.architecture, which
+states every size and option once) and works alone.
 """
 
 from __future__ import annotations
@@ -26,33 +27,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nanogpt.architecture import Activation, Architecture, Gelu, Norm, Position
 
-@dataclass
-class GPTConfig:
+
+@dataclass(kw_only=True)
+class GPTConfig(Architecture):
+    """The sizes and options of nanogpt.architecture (each GPT-2's unless changed), and the two
+    sizes that come from the data: the vocabulary and the context length."""
+
     vocab_size: int
     block_size: int
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = False
-    gelu_approximate: str = "none"  # "tanh" for GPT-2's weights, which were trained with it
-    position: str = "learned"  # learned (GPT-2) | rope
-    rope_base: float = 10000.0
-    norm: str = "layernorm"  # layernorm (GPT-2) | rmsnorm
-    qk_norm: bool = False
-    activation: str = "gelu"  # gelu (GPT-2) | relu2
-    tie_embeddings: bool = True
-    zero_init_proj: bool = False
 
-
-# The architecture options as GPT-2 has them: weights saved by OpenAI or exported to Hugging Face
-# format need exactly these.
-GPT2_OPTIONS = dict(position="learned", norm="layernorm", qk_norm=False, activation="gelu", tie_embeddings=True)
-
-
-def non_gpt2_options(config: GPTConfig) -> dict[str, object]:
-    return {key: getattr(config, key) for key, value in GPT2_OPTIONS.items() if getattr(config, key) != value}
+    def __post_init__(self) -> None:
+        # Each choice is checked against its list (a ValueError names a bad one) and kept as a
+        # plain string, so that the config, as dataclasses.asdict gives it, is plain data that a
+        # checkpoint can hold (torch.load(weights_only=True) refuses enums).
+        for name, choice in (("gelu_approximate", Gelu), ("position", Position), ("norm", Norm), ("activation", Activation)):
+            setattr(self, name, choice(getattr(self, name)).value)
 
 
 class LayerNorm(nn.Module):
@@ -141,9 +132,7 @@ class CausalSelfAttention(nn.Module):
         # rate cannot blow up the softmax (Dehghani et al. 2023).
         self.qk_norm = config.qk_norm
 
-    def forward(
-        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         # (B, T, 3 * C) -> 3 x (B, n_head, T, head_size): heads become a batch dimension.
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
@@ -160,9 +149,7 @@ class CausalSelfAttention(nn.Module):
             k, v = cache_k.narrow(2, 0, start + T), cache_v.narrow(2, 0, start + T)
         # is_causal aligns its mask with the first key, which is right when the queries are all of
         # the keys (a whole context, or a cache's prefill). A single new token may see every key.
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1
-        )
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=T > 1)
         y = self.c_proj(y.transpose(1, 2).reshape(B, T, C))  # reshape copies only when T > 1
         # Dropout is the identity outside training: not calling it saves a call per use per token.
         return self.resid_dropout(y) if self.training else y
@@ -198,9 +185,7 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(
-        self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None, start: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache, start)
         x = x + self.mlp(self.ln_2(x))
         return x

@@ -35,7 +35,8 @@ def build_optimizer(model: GPT, opt: Any, device_type: str) -> torch.optim.Optim
     # Untied embeddings are lookups, not matmuls: each row gets a gradient only when its token
     # occurs, and they learn best at a far higher rate than the head. A tied matrix is the head.
     embeddings = [
-        m.weight for m in model.transformer.values()
+        m.weight
+        for m in model.transformer.values()
         if isinstance(m, nn.Embedding) and m.weight.requires_grad and m.weight is not model.lm_head.weight
     ]
     taken = {id(p) for p in hidden + embeddings}
@@ -108,9 +109,7 @@ class Muon(torch.optim.Optimizer):
         eps: float = 1e-8,
         ns_steps: int = 5,
     ):
-        defaults = dict(
-            lr=lr, momentum=momentum, betas=betas, eps=eps, ns_steps=ns_steps, weight_decay=0.0, use_muon=False, lr_ratio=1.0
-        )
+        defaults = dict(lr=lr, momentum=momentum, betas=betas, eps=eps, ns_steps=ns_steps, weight_decay=0.0, use_muon=False, lr_ratio=1.0)
         super().__init__(params, defaults)
 
     @torch.no_grad()

@@ -1,9 +1,12 @@
-"""One writer per run folder: `<run_dir>/.lock`, held with flock(2) for the life of a run.
+"""One writer per run folder: `<run_dir>/.lock`, held with flock(2) for the life of a run, and
+`<run_dir>/.running` while it trains.
 
 The kernel releases a flock when its process dies, however it dies, so a killed run never blocks
 its own resume and no stale lock needs clearing by hand. The lock file names the holder's host
 and pid, which a refused second writer quotes. flock works across machines on NFS (Linux emulates
-it with fcntl locks there), so two nodes of a cluster cannot share a folder either.
+it with fcntl locks there), so two nodes of a cluster cannot share a folder either. The running
+marker stays behind when a run is killed, which is how a report tells a crashed run from one
+that is still training.
 """
 
 from __future__ import annotations
@@ -20,9 +23,7 @@ from pathlib import Path
 from nanogpt.errors import ConfigError
 
 LOCK_NAME = ".lock"
-# Temp files that a kill can leave behind: checkpoint.save_checkpoint's mkstemp files, the
-# rewritten metrics.jsonl and loss.png. Only these names are ever deleted.
-TEMP_PATTERNS = (".ckpt_*.pt.*.tmp", "metrics.jsonl.tmp", "loss.tmp.png")
+RUNNING_NAME = ".running"
 
 # Run folders this process holds, so that probing one of them (Hydra resolves its config more
 # than once) does not mistake our own lock for another run's.
@@ -34,7 +35,7 @@ class RunFolderBusy(ConfigError):
 
 
 def holder(run_dir: Path) -> str | None:
-    """"pid P on host H" of the live process that holds run_dir's lock, None if none does."""
+    """ "pid P on host H" of the live process that holds run_dir's lock, None if none does."""
     if run_dir.resolve() in _held:
         return None
     path = run_dir / LOCK_NAME
@@ -108,17 +109,37 @@ def _busy(run_dir: Path, who: str, resuming: bool) -> RunFolderBusy:
             f"wait for it to end, or stop it (kill -TERM on that host) and then resume"
         )
     return RunFolderBusy(
-        f"hydra.run.dir={run_dir} is in use by another run ({who} holds {run_dir / LOCK_NAME}); "
-        f"choose another folder, or wait for that run to end"
+        f"hydra.run.dir={run_dir} is in use by another run ({who} holds {run_dir / LOCK_NAME}); choose another folder, or wait for that run to end"
     )
 
 
-def remove_temp_files(run_dir: Path) -> list[str]:
-    """Delete the temp files that a killed run of this folder left (call it holding the lock,
-    so that no live writer's temp file is taken); returns their names."""
-    removed = []
-    for pattern in TEMP_PATTERNS:
-        for path in run_dir.glob(pattern):
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
-    return sorted(removed)
+@contextmanager
+def running_marker(run_dir: Path, write: bool) -> Iterator[None]:
+    """`<run_dir>/.running` (host and pid) while the block runs, where `write` (rank 0)."""
+    if not write:
+        yield
+        return
+    marker = run_dir / RUNNING_NAME
+    marker.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def marker_status(run_dir: Path) -> str:
+    """What the running marker of a run without an end record says: "running" (its process is
+    alive), "running?" (on another host, where it cannot be checked) or "crashed"."""
+    try:
+        info = json.loads((run_dir / RUNNING_NAME).read_text())
+    except (OSError, ValueError):
+        return "crashed"
+    if info.get("host") != socket.gethostname():
+        return "running?"
+    try:
+        os.kill(int(info["pid"]), 0)
+    except (ProcessLookupError, ValueError, KeyError):
+        return "crashed"
+    except PermissionError:
+        pass  # alive, under another user
+    return "running"

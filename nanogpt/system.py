@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nanogpt.config import ConfigError
+from nanogpt.errors import ConfigError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -82,6 +82,7 @@ def resolve_system(device: str, dtype: str, compile: str, measure_cpu_dtype: boo
 
     dtype=auto on a CPU is float32, or with measure_cpu_dtype stays "auto" for the trainer to
     settle by timing the model's own shapes (nanogpt/dtype_probe.py) once it knows them."""
+    device, dtype = str(device), str(dtype)  # plain strings, whatever Choice a config held
     if device == "auto":
         if torch.cuda.is_available():
             device = "cuda"
@@ -95,9 +96,7 @@ def resolve_system(device: str, dtype: str, compile: str, measure_cpu_dtype: boo
             raise ConfigError(f"system.device={device!r} is invalid: no CUDA GPU is visible (use system.device=cpu or auto)")
         index = int(device.split(":")[1]) if ":" in device else 0
         if index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"system.device={device!r} is invalid: only {torch.cuda.device_count()} CUDA device(s) are visible"
-            )
+            raise ConfigError(f"system.device={device!r} is invalid: only {torch.cuda.device_count()} CUDA device(s) are visible")
     elif kind == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"system.device={device!r} is invalid: MPS is not available here (use system.device=cpu or auto)")
 
@@ -109,9 +108,7 @@ def resolve_system(device: str, dtype: str, compile: str, measure_cpu_dtype: boo
         else:
             dtype = "float32"
     if dtype == "bfloat16" and kind == "cuda" and not cuda_has_fast_bf16(device):
-        raise ConfigError(
-            f"system.dtype='bfloat16' is invalid: {device_name(device)} cannot run bfloat16 (use float16 or auto)"
-        )
+        raise ConfigError(f"system.dtype='bfloat16' is invalid: {device_name(device)} cannot run bfloat16 (use float16 or auto)")
     if dtype == "float16" and kind != "cuda":
         raise ConfigError(f"system.dtype='float16' is invalid on {kind}: float16 training needs a CUDA GPU (use bfloat16 or float32)")
 

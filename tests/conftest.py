@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from nanogpt.bundled import read_bundled
-from nanogpt.config import register_configs
-from nanogpt.data import prepare
+from nanogpt.cli.launch import register_configs  # noqa: E402
+from nanogpt.data import prepare  # noqa: E402
+from nanogpt.data.bundled import read_bundled  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -122,6 +123,22 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory, shakespeare_path: Path) -
     return folder
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of its own: a disk that can really fill up or turn read-only."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI and the dev container run as root)")
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (no CAP_SYS_ADMIN?): {proc.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ, **(extra or {}))
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -186,14 +203,14 @@ def state_digest(path: Path) -> str:
 
 
 def train_here(run_dir: Path, *overrides: str) -> float:
-    """nanogpt.train.train() on the composed config, in this process: a run folder with checkpoints
+    """nanogpt.training.train() on the composed config, in this process: a run folder with checkpoints
     and metrics.jsonl (no .hydra/ or train.log, which are Hydra's part of the command), for tests
     whose claim is not the command line. Returns the best val loss."""
-    import nanogpt.train
+    from nanogpt.training import train
     from tests.test_config import compose_train
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    return nanogpt.train.train(compose_train(*overrides), run_dir, list(overrides))
+    return train(compose_train(*overrides), run_dir, list(overrides))
 
 
 # The run of finished_run: a checkpoint at iterations 4 and 8.

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt import bundled
-from nanogpt.data import CharTokenizer, DataError, TokenFile, dataset_dir, load_tokenizer, prepare, read_meta
+from nanogpt.data import CharTokenizer, DataError, TokenFile, bundled, dataset_dir, load_tokenizer, prepare, read_meta
 from tests.conftest import TINY_SHAKESPEARE_SHA256
 
 

@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from nanogpt.data import DataError, TokenFile, dataset_dir, prepare, read_meta
-from nanogpt.data import preparation
+from nanogpt.data import DataError, TokenFile, dataset_dir, preparation, prepare, read_meta
 from tests.conftest import ROOT, TINY, cli_env, copy_run, one_line_error, run_cli
-from tests.test_faults import small_disk  # noqa: F401 - a fixture: a real 4 MiB tmpfs
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "", "/etc"])
@@ -30,7 +28,9 @@ def test_dataset_names_are_plain_folder_names(tmp_path, name):
 
 
 def test_a_bad_name_on_the_command_line_is_one_line(tmp_path):
-    proc = run_cli("nanogpt.prepare", "dataset=text", "dataset.name=../escape", "dataset.source=README.md", f"dataset.data_dir={tmp_path}", check=False)
+    proc = run_cli(
+        "nanogpt.prepare", "dataset=text", "dataset.name=../escape", "dataset.source=README.md", f"dataset.data_dir={tmp_path}", check=False
+    )
     assert "dataset.name='../escape' is invalid" in one_line_error(proc)
     assert not (tmp_path.parent / "escape").exists()
 
@@ -61,8 +61,13 @@ def test_a_read_only_prepared_dataset_trains(tmp_path, shakespeare_path):
         proc = run_cli("nanogpt.train", *TINY, f"dataset.data_dir={ro}", "max_iters=2", "eval_interval=2", f"hydra.run.dir={tmp_path / 'run'}")
         assert "train.bin" not in proc.stderr and (tmp_path / "run" / "ckpt_last.pt").is_file()
         # Preparing something new there is refused in one line, with the exit code of a disk fault.
-        other = run_cli("nanogpt.prepare", "dataset=text", "dataset.name=new", f"dataset.source={shakespeare_path}", f"dataset.data_dir={ro}", check=False)
-        assert other.returncode == 3 and other.stderr.strip() == f"error: {ro / 'new'}: read-only file system; remount it read-write or copy the folder to a writable place"
+        other = run_cli(
+            "nanogpt.prepare", "dataset=text", "dataset.name=new", f"dataset.source={shakespeare_path}", f"dataset.data_dir={ro}", check=False
+        )
+        assert (
+            other.returncode == 3
+            and other.stderr.strip() == f"error: {ro / 'new'}: read-only file system; remount it read-write or copy the folder to a writable place"
+        )
     finally:
         subprocess.run(["umount", str(ro)], check=False)
 
@@ -101,7 +106,17 @@ def test_a_wait_for_another_preparation_names_it_and_can_time_out(tmp_path, shak
 def test_a_waiting_process_gets_the_dataset_the_holder_prepared(tmp_path, shakespeare_path):
     """Two processes prepare one dataset at once: one prepares it, the other waits and reads it."""
     script = "import sys; from nanogpt.data import prepare; print(prepare('both', sys.argv[1], sys.argv[2], 0.1, tokenizer='gpt2')['train_tokens'])"
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), str(shakespeare_path)], cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), str(shakespeare_path)],
+            cwd=ROOT,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [out.strip() for out, _ in outputs] == ["301966", "301966"], outputs
     assert sum("preparing dataset both" in err for _, err in outputs) <= 1
@@ -112,7 +127,14 @@ def test_a_waiting_process_gets_the_dataset_the_holder_prepared(tmp_path, shakes
 def test_a_refused_preparation_leaves_no_folder_and_no_lock(tmp_path, source):
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "a.md").write_text("not a corpus file")
-    proc = run_cli("nanogpt.prepare", "dataset=text", "dataset.name=mine", f"dataset.source={tmp_path / source}", f"dataset.data_dir={tmp_path / 'data'}", check=False)
+    proc = run_cli(
+        "nanogpt.prepare",
+        "dataset=text",
+        "dataset.name=mine",
+        f"dataset.source={tmp_path / source}",
+        f"dataset.data_dir={tmp_path / 'data'}",
+        check=False,
+    )
     one_line_error(proc)
     assert not (tmp_path / "data" / "mine").exists()
 
@@ -134,7 +156,15 @@ def test_a_damaged_token_file_is_named_in_one_line(tmp_path, shakespeare_path):
     with pytest.raises(DataError, match=r"train.bin is damaged: token 1,000 is id 9999, outside the vocabulary of 65; prepare the dataset again"):
         tokens.windows(torch.tensor([990]))
     tokens.windows(torch.tensor([0]))  # windows that miss it are fine
-    proc = run_cli("nanogpt.train", *TINY, f"dataset.data_dir={tmp_path / 'data'}", "dataset.batch_size=64", "max_iters=50", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    proc = run_cli(
+        "nanogpt.train",
+        *TINY,
+        f"dataset.data_dir={tmp_path / 'data'}",
+        "dataset.batch_size=64",
+        "max_iters=50",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        check=False,
+    )
     assert "train.bin is damaged: token 1,000 is id 9999" in one_line_error(proc)
 
 
@@ -147,7 +177,9 @@ def test_windows_line_ends_are_read_as_newlines_everywhere(tmp_path, tokenizer):
     dos = prepare("dos", tmp_path / "data", str(tmp_path / "dos.txt"), 0.1, tokenizer=tokenizer)
     assert (unix["train_tokens"], unix["val_tokens"], unix["vocab_size"]) == (dos["train_tokens"], dos["val_tokens"], dos["vocab_size"])
     for split in ("train", "val"):
-        assert (dataset_dir(tmp_path / "data", "unix") / f"{split}.bin").read_bytes() == (dataset_dir(tmp_path / "data", "dos") / f"{split}.bin").read_bytes()
+        assert (dataset_dir(tmp_path / "data", "unix") / f"{split}.bin").read_bytes() == (
+            dataset_dir(tmp_path / "data", "dos") / f"{split}.bin"
+        ).read_bytes()
     # The same for tiny Shakespeare's datasets, and a "\r\n" split across two read blocks.
     (tmp_path / "input.txt").write_bytes(("x" * (preparation_read_block() - 1) + "\r\n" + "y\r\n").encode())
     meta = prepare("shakespeare_char", tmp_path / "data", str(tmp_path / "input.txt"), 0.1)
@@ -163,15 +195,34 @@ def preparation_read_block() -> int:
 def test_a_full_disk_during_a_preparation_is_one_line_and_keeps_the_old_dataset(small_disk, shakespeare_path):
     """A 4 MiB disk: tiny Shakespeare's characters (2.2 MB of uint16) fit; four times that do not."""
     data = small_disk / "data"
-    run_cli("nanogpt.prepare", "dataset=text", "dataset.name=mine", f"dataset.source={shakespeare_path}", "dataset.tokenizer=char", f"dataset.data_dir={data}")
+    run_cli(
+        "nanogpt.prepare",
+        "dataset=text",
+        "dataset.name=mine",
+        f"dataset.source={shakespeare_path}",
+        "dataset.tokenizer=char",
+        f"dataset.data_dir={data}",
+    )
     folder = dataset_dir(data, "mine")
     before = read_meta(folder)
     corpus = small_disk.parent / "big.txt"  # the source lives off the small disk
     corpus.write_text(shakespeare_path.read_text() * 4)
-    proc = run_cli("nanogpt.prepare", "dataset=text", "dataset.name=mine", f"dataset.source={corpus}", "dataset.tokenizer=char", f"dataset.data_dir={data}", check=False)
+    proc = run_cli(
+        "nanogpt.prepare",
+        "dataset=text",
+        "dataset.name=mine",
+        f"dataset.source={corpus}",
+        "dataset.tokenizer=char",
+        f"dataset.data_dir={data}",
+        check=False,
+    )
     assert proc.returncode == 3, proc.stderr
     line = proc.stderr.strip()
-    assert "\n" not in line and line.startswith(f"error: {folder}/") and line.endswith("disk full (no space left on device); free some space or write to another disk")
+    assert (
+        "\n" not in line
+        and line.startswith(f"error: {folder}/")
+        and line.endswith("disk full (no space left on device); free some space or write to another disk")
+    )
     assert read_meta(folder) == before  # the old dataset, untouched
     assert not list(folder.glob(".*.tmp")) and not (folder / ".prepare.lock").exists()
 
@@ -179,7 +230,15 @@ def test_a_full_disk_during_a_preparation_is_one_line_and_keeps_the_old_dataset(
 def test_a_changed_corpus_on_resume_says_what_to_do(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the first corpus of this run. " * 400)
-    args = (*TINY, "dataset=text", "dataset.name=mine", f"dataset.source={corpus}", f"dataset.data_dir={tmp_path / 'data'}", "max_iters=2", "eval_interval=2")
+    args = (
+        *TINY,
+        "dataset=text",
+        "dataset.name=mine",
+        f"dataset.source={corpus}",
+        f"dataset.data_dir={tmp_path / 'data'}",
+        "max_iters=2",
+        "eval_interval=2",
+    )
     run_cli("nanogpt.train", *args, f"hydra.run.dir={tmp_path / 'run'}")
     corpus.write_text("this run of the first corpus. " * 400)  # the same characters, another text
     proc = run_cli("nanogpt.train", "init_from=resume", f"run_dir={tmp_path / 'run'}", "max_iters=4", check=False)

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-
-from nanogpt import distributed
 from omegaconf import OmegaConf
 
+from nanogpt import distributed
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.distributed import Dist
 from nanogpt.metrics import read_metrics
-from nanogpt.train import agreement_due, train
+from nanogpt.training import train
+from nanogpt.training.loop import agreement_due
 from tests.conftest import ROOT, TINY, cli_env, run_cli, state_digest
 from tests.test_config import compose_train
 
@@ -31,7 +31,11 @@ RUN = (*TINY, "max_iters=12", "eval_interval=6", "log_interval=1", "optimizer.wa
 def torchrun(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "nanogpt.train", *args],
-        cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=600,
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -160,7 +164,10 @@ def test_a_signal_to_one_rank_stops_every_rank_at_the_same_agreed_step_with_a_ch
     with open(tmp_path / "out.txt", "w") as out:
         launcher = subprocess.Popen(
             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "nanogpt.train", *args],
-            cwd=ROOT, env=cli_env(), stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=cli_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         log = run_dir / "train.log"
         deadline = time.monotonic() + 300

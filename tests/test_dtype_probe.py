@@ -127,8 +127,16 @@ def test_training_follows_the_measurement_obeys_an_explicit_dtype_and_a_resume_k
     """In this process (the trainer decides; the command only composes its config), with the cache
     in cache_dir."""
     common = [
-        f"dataset.data_dir={data_dir}", "max_iters=2", "eval_interval=2", "eval_iters=1", "log_interval=1",
-        "dataset.batch_size=2", "dataset.block_size=16", "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
+        f"dataset.data_dir={data_dir}",
+        "max_iters=2",
+        "eval_interval=2",
+        "eval_iters=1",
+        "log_interval=1",
+        "dataset.batch_size=2",
+        "dataset.block_size=16",
+        "model.n_layer=1",
+        "model.n_head=2",
+        "model.n_embd=32",
     ]
 
     def train(name: str, *extra: str) -> dict:

@@ -7,10 +7,10 @@ import torch
 from omegaconf import OmegaConf
 
 from nanogpt.checkpoint import CKPT_FORMAT, CheckpointError, checkpoint_path, save_checkpoint
+from nanogpt.cli.export import export
 from nanogpt.config import ConfigError
-from nanogpt.export import export
+from nanogpt.huggingface.pretrained import load_pretrained
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.pretrained import load_pretrained
 
 CHAR_META = {"tokenizer": "char", "vocab_size": 65, "itos": [chr(32 + i) for i in range(65)], "dataset": "chars"}
 GPT2_META = {"tokenizer": "gpt2", "vocab_size": 50257, "dataset": "shakespeare"}
@@ -61,7 +61,13 @@ def test_round_trip_through_transformers(tmp_path, meta, model_args):
     diff = (hf_logits(out, idx) - ours).abs().max().item()
     assert diff < 1e-5, diff
     # ... and the folder loads back with init_from=hf:<folder>, to the same logits.
-    cfg = OmegaConf.create({"init_from": f"hf:{out}", "dataset": {"block_size": 32}, "model": {k: None for k in ("n_layer", "n_head", "n_embd", "bias", "gelu_approximate", "vocab_size")}})
+    cfg = OmegaConf.create(
+        {
+            "init_from": f"hf:{out}",
+            "dataset": {"block_size": 32},
+            "model": {k: None for k in ("n_layer", "n_head", "n_embd", "bias", "gelu_approximate", "vocab_size")},
+        }
+    )
     state = load_pretrained(cfg, [], meta)
     again = GPT(GPTConfig(block_size=32, dropout=0.0, **cfg.model))
     again.load_state_dict(state)
@@ -92,7 +98,13 @@ def test_existing_out_is_kept_unless_overwrite(tmp_path):
         export(export_cfg(tmp_path / "run", out))
     assert (out / "keep.txt").exists()
     export(export_cfg(tmp_path / "run", out, overwrite=True))
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "nanogpt_tokenizer.json", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "nanogpt_tokenizer.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "run"]  # no staging folder left
 
 

@@ -38,22 +38,6 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 4 MiB tmpfs of its own: a disk that can really fill up or turn read-only."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root (CI and the dev container run as root)")
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (no CAP_SYS_ADMIN?): {proc.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True)
-
-
 def trained_run(run_dir: Path, finished_run: Path) -> str:
     """A copy of the session's finished tiny run (8 iterations) in run_dir; the digest of its ckpt_last."""
     copy_run(finished_run, run_dir)
@@ -147,7 +131,11 @@ def test_sampling_a_crafted_checkpoint_is_refused_before_allocating(tmp_path):
     )
     proc = subprocess.run(
         [sys.executable, "-c", measure, sys.executable, "-m", "nanogpt.sample", f"run_dir={run_dir}", "system.device=cpu"],
-        cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert one_line_error(proc) == (
         f"error: {run_dir / 'ckpt_best.pt'}: its model_args do not match its weights "
@@ -190,13 +178,23 @@ def test_init_from_gpt2_without_a_network_fails_fast_in_one_line(bpe_data_dir, t
     env = {"HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf_home"), "HF_ENDPOINT": endpoint}
     started = time.monotonic()
     proc = run_cli(
-        "nanogpt.train", "init_from=gpt2", "dataset=shakespeare", f"dataset.data_dir={bpe_data_dir}", "max_iters=2",
-        "system.device=cpu", f"hydra.run.dir={tmp_path / 'run'}", env=env, check=False, timeout=60,
+        "nanogpt.train",
+        "init_from=gpt2",
+        "dataset=shakespeare",
+        f"dataset.data_dir={bpe_data_dir}",
+        "max_iters=2",
+        "system.device=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env=env,
+        check=False,
+        timeout=60,
     )
     elapsed = time.monotonic() - started
     host = endpoint.removeprefix("http://")
     line = one_line_error(proc)
-    assert line.startswith(f"error: init_from=gpt2: OpenAI's GPT-2 weights (openai-community/gpt2) are not in the Hugging Face cache and {host} cannot be reached (")
+    assert line.startswith(
+        f"error: init_from=gpt2: OpenAI's GPT-2 weights (openai-community/gpt2) are not in the Hugging Face cache and {host} cannot be reached ("
+    )
     assert "init_from=hf:<folder>" in line  # the way out
     assert elapsed < 10, f"took {elapsed:.1f} s"
     lines = [line for line in proc.stdout.splitlines() if line.strip()]

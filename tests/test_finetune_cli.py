@@ -9,9 +9,8 @@ import math
 import pytest
 import torch
 
-from nanogpt.checkpoint import load_checkpoint
+from nanogpt.checkpoint import load_checkpoint, load_model
 from nanogpt.metrics import read_metrics
-from nanogpt.generation import load_model
 from tests.conftest import TINY, one_line_error, run_cli
 
 # The CPU fine-tuning preset, shrunk to seconds: a tiny random GPT-2 learns quickly at this rate.
@@ -78,8 +77,16 @@ def test_resume_continues_the_finetuned_run(tmp_path, finetuned):
 def test_eval_only_of_a_pretrained_model(tmp_path, data, gpt2_folder):
     run_dir = tmp_path / "eval"
     proc = run_cli(
-        "nanogpt.train", f"init_from=hf:{gpt2_folder}", "dataset=shakespeare", "eval_only=true", "eval_iters=2", "dataset.block_size=64",
-        "dataset.batch_size=2", "system.device=cpu", f"dataset.data_dir={data}", f"hydra.run.dir={run_dir}",
+        "nanogpt.train",
+        f"init_from=hf:{gpt2_folder}",
+        "dataset=shakespeare",
+        "eval_only=true",
+        "eval_iters=2",
+        "dataset.block_size=64",
+        "dataset.batch_size=2",
+        "system.device=cpu",
+        f"dataset.data_dir={data}",
+        f"hydra.run.dir={run_dir}",
     )
     result = json.loads((run_dir / "eval.json").read_text())
     assert result["init_from"] == f"hf:{gpt2_folder}" and result["dataset"] == "shakespeare" and result["eval_iters"] == 2
@@ -92,7 +99,11 @@ def test_eval_only_of_a_checkpoint_on_another_dataset(tmp_path, finetuned, data)
     run_dir, _ = finetuned
     (tmp_path / "mine.txt").write_text("My own words, to measure the model on. " * 40)
     overrides = (
-        "init_from=resume", f"run_dir={run_dir}", "eval_only=true", "dataset=text", f"dataset.source={tmp_path / 'mine.txt'}",
+        "init_from=resume",
+        f"run_dir={run_dir}",
+        "eval_only=true",
+        "dataset=text",
+        f"dataset.source={tmp_path / 'mine.txt'}",
         f"dataset.data_dir={tmp_path / 'data'}",
     )
     proc = run_cli("nanogpt.train", *overrides, "dataset.tokenizer=char", check=False)
@@ -120,13 +131,14 @@ def test_export_loads_in_transformers_with_the_same_logits(tmp_path, finetuned):
 
 def test_from_scratch_on_bpe_pads_the_vocabulary(tmp_path, data):
     run_dir = tmp_path / "scratch"
-    proc = run_cli("nanogpt.train", *TINY, "dataset=shakespeare", "max_iters=2", "eval_interval=2", f"dataset.data_dir={data}", f"hydra.run.dir={run_dir}")
+    proc = run_cli(
+        "nanogpt.train", *TINY, "dataset=shakespeare", "max_iters=2", "eval_interval=2", f"dataset.data_dir={data}", f"hydra.run.dir={run_dir}"
+    )
     assert "vocabulary 50304" in proc.stdout
     assert load_checkpoint(run_dir / "ckpt_last.pt")["model_args"]["vocab_size"] == 50304
     # Sampling the padded model prints text (test_model checks that padding ids are never picked).
     proc = run_cli("nanogpt.sample", f"run_dir={run_dir}", "num_samples=4", "max_new_tokens=50", "temperature=2.0", "top_k=null")
     assert proc.stdout.startswith("\n")
-
 
 
 @pytest.mark.parametrize(
@@ -141,8 +153,15 @@ def test_from_scratch_on_bpe_pads_the_vocabulary(tmp_path, data):
 def test_bad_corpus_via_the_cli(tmp_path, content, message):
     (tmp_path / "corpus.txt").write_bytes(content)
     proc = run_cli(
-        "nanogpt.train", "dataset=text", f"dataset.source={tmp_path / 'corpus.txt'}", "dataset.tokenizer=gpt2", "dataset.block_size=32",
-        f"dataset.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}", "system.device=cpu", check=False,
+        "nanogpt.train",
+        "dataset=text",
+        f"dataset.source={tmp_path / 'corpus.txt'}",
+        "dataset.tokenizer=gpt2",
+        "dataset.block_size=32",
+        f"dataset.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "system.device=cpu",
+        check=False,
     )
     assert message in one_line_error(proc)
     assert not (tmp_path / "run").exists()

@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from nanogpt.checkpoint import CKPT_FORMAT, load_checkpoint, save_checkpoint
+from nanogpt.cli.free_text import quote_free_text
 from nanogpt.config import CONF_DIR
-from nanogpt.free_text import quote_free_text
 from nanogpt.model import GPT, GPTConfig
 from tests.conftest import ROOT, TINY, cli_env, one_line_error, run_cli
 from tests.wandb_offline import records, run_info
@@ -181,7 +181,17 @@ def test_wandb_name_notes_and_tags_come_through_hydra_exactly(hydra_compose, par
 # What the scripted model says, over and over, whatever the prompt: every stop string of CASES
 # occurs in it. Each piece is encoded on its own so that the script's tokens are all different
 # (the model knows where it is in the script from the last token alone).
-SCRIPT_PIECES = ("Exit, pursued by a bear.", ' "Adieu" quoth he;', " it's [THE END]", "\n\n", "x=1 ${y} $HOME #2", " C:\\path\\", "\ttab", " 中文 🎭", " true null 1e3")
+SCRIPT_PIECES = (
+    "Exit, pursued by a bear.",
+    ' "Adieu" quoth he;',
+    " it's [THE END]",
+    "\n\n",
+    "x=1 ${y} $HOME #2",
+    " C:\\path\\",
+    "\ttab",
+    " 中文 🎭",
+    " true null 1e3",
+)
 SCRIPT = "".join(SCRIPT_PIECES)
 NEW_TOKENS = 60  # more than the script's 50 tokens: every stop string occurs wherever it starts
 
@@ -264,7 +274,7 @@ CASES = [
     Case("backslashes", "C:\\Users\\romeo\\", ("path\\",)),
     Case("chinese", "中文", ("中文 🎭",)),
     Case("emoji and hydra syntax", "🎭 a,b,c choice(a,b) ~key +key @pkg", ("zzz", "[THE END]", "\n\n")),
-    Case("file", "ROMEO:\n'Tis \"so\", a=b ${x}\n", ("it's",), via="file"),
+    Case("file", 'ROMEO:\n\'Tis "so", a=b ${x}\n', ("it's",), via="file"),
     Case("stdin", "JULIET:\n[aside] ${oc.env:HOME} 中文\n", ("[THE END]", "\n\n"), via="stdin"),
 ]
 
@@ -277,7 +287,13 @@ def sample_command(run_dir: Path, *overrides: str, stdin: str = "") -> subproces
     """`python -m nanogpt.sample` on run_dir, greedy, one sample; stdin fed to it (UTF-8)."""
     args = [f"run_dir={run_dir}", "system.device=cpu", "num_samples=1", f"max_new_tokens={NEW_TOKENS}", "temperature=0", *overrides]
     return subprocess.run(
-        [sys.executable, "-m", "nanogpt.sample", *args], cwd=ROOT, env=cli_env(ONE_THREAD), input=stdin, capture_output=True, encoding="utf-8", timeout=300
+        [sys.executable, "-m", "nanogpt.sample", *args],
+        cwd=ROOT,
+        env=cli_env(ONE_THREAD),
+        input=stdin,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=300,
     )
 
 
@@ -316,7 +332,11 @@ def test_the_sample_command_echoes_the_prompt_and_cuts_at_the_stop_strings(case,
 def test_an_empty_prompt_and_non_utf8_input_are_refused_with_one_line(scripted_run):
     assert one_line_error(sample_command(scripted_run, "prompt=")) == "error: prompt is empty: give at least one character (the default is a newline)"
     proc = subprocess.run(
-        [sys.executable, "-m", "nanogpt.sample", f"run_dir={scripted_run}", "prompt=-"], cwd=ROOT, env=cli_env(), input=b"\xff\xfe", capture_output=True
+        [sys.executable, "-m", "nanogpt.sample", f"run_dir={scripted_run}", "prompt=-"],
+        cwd=ROOT,
+        env=cli_env(),
+        input=b"\xff\xfe",
+        capture_output=True,
     )
     assert one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())) == (
         "error: prompt=-: cannot read standard input as UTF-8 text (UnicodeDecodeError)"
@@ -349,8 +369,15 @@ def wandb_run(data_dir, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("wandb") / "run"
     free_text = [f"wandb.name={WANDB_NAME}", f"wandb.notes={WANDB_NOTES}", *(f"wandb.tags={tag}" for tag in WANDB_TAGS)]
     run_cli(
-        "nanogpt.train", *TINY, "max_iters=2", "eval_interval=2", "logger=wandb", "wandb.sample_tokens=0", *free_text,
-        f"dataset.data_dir={data_dir}", f"hydra.run.dir={run_dir}",
+        "nanogpt.train",
+        *TINY,
+        "max_iters=2",
+        "eval_interval=2",
+        "logger=wandb",
+        "wandb.sample_tokens=0",
+        *free_text,
+        f"dataset.data_dir={data_dir}",
+        f"hydra.run.dir={run_dir}",
     )
     return run_dir
 

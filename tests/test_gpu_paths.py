@@ -9,13 +9,14 @@ import torch.distributed as dist
 from torch._dynamo.eval_frame import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-import nanogpt.train
-from nanogpt.checkpoint import load_checkpoint
+import nanogpt.training.setup
+from nanogpt.checkpoint import checkpoint_path, load_checkpoint
 from nanogpt.distributed import Dist
 from nanogpt.metrics import read_metrics
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.system import System, resolve_system
-from nanogpt.train import Trainer, device_for, wrap_model
+from nanogpt.training.loop import save
+from nanogpt.training.setup import build, device_for, wrap_model
 from tests.conftest import TINY, run_cli
 from tests.test_config import compose_train
 
@@ -58,22 +59,29 @@ def test_ddp_is_compiled_whole_so_that_dynamo_can_split_it_at_the_gradient_bucke
 def test_a_compiled_runs_checkpoint_holds_the_models_own_names(data_dir, tmp_path, monkeypatch):
     """torch.compile wraps the model (its state dict's names gain `_orig_mod.`); checkpoints hold
     the plain model's names, which sampling, export and an uncompiled resume load."""
-    monkeypatch.setattr(nanogpt.train, "compile_failure", lambda device: None)  # compilation is lazy: nothing is built here
+    monkeypatch.setattr(nanogpt.training.setup, "compile_failure", lambda device: None)  # compilation is lazy: nothing is built here
     cfg = compose_train(*TINY, "system.compile=true", f"dataset.data_dir={data_dir}")
     system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
-    trainer = Trainer(cfg, tmp_path, system, Dist(), None, [], None)
-    assert isinstance(trainer.model, OptimizedModule) and trainer.model._orig_mod is trainer.raw_model
-    assert all(name.startswith("_orig_mod.") for name in trainer.model.state_dict())
-    names = list(trainer.checkpoint()["model"])
-    assert names == list(GPT(GPTConfig(**trainer.model_args)).state_dict()) and "transformer.wte.weight" in names
+    run = build(cfg, tmp_path, system, Dist(), None, [], None)
+    assert isinstance(run.step_model, OptimizedModule) and run.step_model._orig_mod is run.model
+    assert all(name.startswith("_orig_mod.") for name in run.step_model.state_dict())
+    save(run, "last")
+    names = list(load_checkpoint(checkpoint_path(tmp_path, "last"))["model"])
+    assert names == list(GPT(GPTConfig(**run.model_args)).state_dict()) and "transformer.wte.weight" in names
 
 
 @pytest.mark.slow
 def test_without_a_working_compiler_training_goes_on_uncompiled_after_one_warning(data_dir, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(
-        "nanogpt.train", *TINY, "system.compile=true", "max_iters=4", "eval_interval=4", f"dataset.data_dir={data_dir}",
-        f"hydra.run.dir={run_dir}", env={"CXX": "/nonexistent/c++", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")},
+        "nanogpt.train",
+        *TINY,
+        "system.compile=true",
+        "max_iters=4",
+        "eval_interval=4",
+        f"dataset.data_dir={data_dir}",
+        f"hydra.run.dir={run_dir}",
+        env={"CXX": "/nonexistent/c++", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")},
     )
     said = [line for line in (proc.stdout + proc.stderr).splitlines() if "torch.compile" in line or "Traceback" in line]
     assert len(said) == 1 and "[WARNING]" in said[0], said

@@ -19,14 +19,15 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from nanogpt.cli import run_or_exit
+from nanogpt.checkpoint import load_model
+from nanogpt.cli.eval import evaluate
+from nanogpt.cli.export import export
+from nanogpt.cli.launch import run_or_exit
 from nanogpt.config import ConfigError
 from nanogpt.data import CharTokenizer, GPT2Tokenizer, Tokenizer
 from nanogpt.data.tokenizers import train_bpe
-from nanogpt.eval import evaluate, load_tasks
-from nanogpt.export import export
-from nanogpt.generation import load_model
-from nanogpt.lm_eval_model import NanoGPTLM
+from nanogpt.evaluation.harness import load_tasks
+from nanogpt.evaluation.lm import NanoGPTLM
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.system import System
 from tests.conftest import TINY, copy_run, run_cli, train_here
@@ -34,10 +35,30 @@ from tests.conftest import TINY, copy_run, run_cli, train_here
 TASK = "tiny_hellaswag"
 # HellaSwag's fields (ctx, endings, label as a string), in characters that tiny Shakespeare has.
 DOCS = [
-    {"activity_label": "Romeo", "ctx": "ROMEO: But soft, what light through yonder", "endings": ["window breaks", "qqq zx", "is it", "kkk"], "label": "0"},
-    {"activity_label": "Juliet", "ctx": "JULIET: O Romeo, Romeo! wherefore art", "endings": ["xq", "thou Romeo?", "the night", "zz zz zz"], "label": "1"},
-    {"activity_label": "Citizen", "ctx": "First Citizen: Before we proceed any", "endings": ["qjx", "vv", "further, hear me speak.", "me"], "label": "2"},
-    {"activity_label": "Hamlet", "ctx": "HAMLET: To be, or not to be, that is the", "endings": ["zzq", "question", "jjjj jj", "answer"], "label": "1"},
+    {
+        "activity_label": "Romeo",
+        "ctx": "ROMEO: But soft, what light through yonder",
+        "endings": ["window breaks", "qqq zx", "is it", "kkk"],
+        "label": "0",
+    },
+    {
+        "activity_label": "Juliet",
+        "ctx": "JULIET: O Romeo, Romeo! wherefore art",
+        "endings": ["xq", "thou Romeo?", "the night", "zz zz zz"],
+        "label": "1",
+    },
+    {
+        "activity_label": "Citizen",
+        "ctx": "First Citizen: Before we proceed any",
+        "endings": ["qjx", "vv", "further, hear me speak.", "me"],
+        "label": "2",
+    },
+    {
+        "activity_label": "Hamlet",
+        "ctx": "HAMLET: To be, or not to be, that is the",
+        "endings": ["zzq", "question", "jjjj jj", "answer"],
+        "label": "1",
+    },
     {"activity_label": "Duke", "ctx": "DUKE: Now, what news", "endings": ["my lord?", "xxx", "qz", "of the king?"], "label": "3"},
 ]
 TASK_YAML = """task: {task}
@@ -128,7 +149,15 @@ def requests(docs: list[dict]) -> list:
 def test_nanogpt_eval_scores_a_local_task_as_computed_by_hand(finished_run, task_dir, tmp_path):
     run_dir = copy_run(finished_run, tmp_path / "run")
     # Two tasks as lm_eval's own command names them: comma-separated.
-    proc = run_cli("nanogpt.eval", f"run_dir={run_dir}", f"tasks={TASK},{TASK}_reversed", f"include_path={task_dir}", "limit=4", "batch_size=3", "system.device=cpu")
+    proc = run_cli(
+        "nanogpt.eval",
+        f"run_dir={run_dir}",
+        f"tasks={TASK},{TASK}_reversed",
+        f"include_path={task_dir}",
+        "limit=4",
+        "batch_size=3",
+        "system.device=cpu",
+    )
     assert f"{TASK}_reversed" in proc.stdout and "acc_norm" in proc.stdout  # lm_eval's table
     assert sorted(p.name for p in (run_dir / "eval").iterdir()) == [f"{TASK}.json", f"{TASK}_reversed.json"]  # no temp file left
     result = json.loads((run_dir / "eval" / f"{TASK}.json").read_text())
@@ -204,7 +233,7 @@ def test_same_numbers_as_lm_evals_hf_model_on_the_exported_run(exported, task_di
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from nanogpt.eval import run_tasks, scores
+    from nanogpt.evaluation.harness import run_tasks, scores
 
     run_dir, folder = exported
     ours = NanoGPTLM.from_run(run_dir, device="cpu", dtype="float32", batch_size=4)
@@ -222,7 +251,9 @@ def test_same_numbers_as_lm_evals_hf_model_on_the_exported_run(exported, task_di
     texts = [Instance("loglikelihood_rolling", {}, (text,), i) for i, text in enumerate([long, "A short text."])]
     assert ours.loglikelihood_rolling(texts) == pytest.approx(theirs.loglikelihood_rolling(texts), rel=1e-6)
 
-    prompts = [Instance("generate_until", {}, (prompt, {"until": ["\n"], "max_gen_toks": 12}), i) for i, prompt in enumerate(["ROMEO:", "JULIET: O", long])]
+    prompts = [
+        Instance("generate_until", {}, (prompt, {"until": ["\n"], "max_gen_toks": 12}), i) for i, prompt in enumerate(["ROMEO:", "JULIET: O", long])
+    ]
     assert ours.generate_until(prompts) == theirs.generate_until(prompts)
 
 
@@ -257,7 +288,9 @@ def test_refusals_are_one_line(finished_run, task_dir, capsys, monkeypatch):
     assert line.startswith(f"error: task {HUB_TASK}: its data is not in the Hugging Face cache and cannot be downloaded")
     assert "nanogpt-tests/never-cached" in line and "run it once with a network connection" in line
 
-    assert refusal(capsys, compose_eval(run, f"tasks=[{TASK}]", local, "batch_size=0")) == "error: batch_size=0 is invalid: must be a positive integer"
+    assert (
+        refusal(capsys, compose_eval(run, f"tasks=[{TASK}]", local, "batch_size=0")) == "error: batch_size=0 is invalid: must be a positive integer"
+    )
     assert "limit=0.0 is invalid" in refusal(capsys, compose_eval(run, f"tasks=[{TASK}]", local, "limit=0"))
     assert "include_path='nowhere' is invalid" in refusal(capsys, compose_eval(run, f"tasks=[{TASK}]", "include_path=nowhere"))
     assert refusal(capsys, compose_eval(run)).startswith("error: tasks is required")
@@ -267,8 +300,8 @@ def test_refusals_are_one_line(finished_run, task_dir, capsys, monkeypatch):
 
 
 def test_eval_tasks_need_a_schedule():
-    from tests.test_config import compose_train
     from nanogpt.config import validate_train
+    from tests.test_config import compose_train
 
     with pytest.raises(ConfigError, match="^eval_tasks_interval=None is invalid: must be >= 1 when eval_tasks are given"):
         validate_train(compose_train(f"eval_tasks=[{TASK}]"))
@@ -279,7 +312,14 @@ def test_eval_tasks_need_a_schedule():
 
 def test_training_refuses_an_unknown_task_before_it_trains(data_dir, task_dir, tmp_path):
     with pytest.raises(ConfigError, match=rf"^eval_tasks=tiny_helaswag: no such lm_eval task \(did you mean {TASK}\?\)$"):
-        train_here(tmp_path / "run", *TINY, f"dataset.data_dir={data_dir}", "eval_tasks=[tiny_helaswag]", "eval_tasks_interval=2", f"eval_tasks_include_path={task_dir}")
+        train_here(
+            tmp_path / "run",
+            *TINY,
+            f"dataset.data_dir={data_dir}",
+            "eval_tasks=[tiny_helaswag]",
+            "eval_tasks_interval=2",
+            f"eval_tasks_include_path={task_dir}",
+        )
     assert not list((tmp_path / "run").glob("ckpt_*.pt")) and not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
@@ -294,7 +334,9 @@ def records(run_dir: Path, event: str) -> list[dict]:
 def test_training_runs_the_tasks_on_schedule_and_trains_as_without(data_dir, task_dir, tmp_path):
     # Dropout draws from torch's global generator, which lm_eval seeds.
     common = (*TINY, f"dataset.data_dir={data_dir}", "max_iters=5", "eval_interval=5", "log_interval=1", "eval_at_start=false", "model.dropout=0.1")
-    train_here(tmp_path / "with", *common, f"eval_tasks=[{TASK}]", "eval_tasks_interval=2", f"eval_tasks_include_path={task_dir}", "eval_tasks_limit=3")
+    train_here(
+        tmp_path / "with", *common, f"eval_tasks=[{TASK}]", "eval_tasks_interval=2", f"eval_tasks_include_path={task_dir}", "eval_tasks_limit=3"
+    )
     train_here(tmp_path / "without", *common)
 
     benchmarks = records(tmp_path / "with", "benchmark")
@@ -305,4 +347,3 @@ def test_training_runs_the_tasks_on_schedule_and_trains_as_without(data_dir, tas
         assert [r.get("loss", r.get("val_loss")) for r in records(tmp_path / "with", event)] == [
             r.get("loss", r.get("val_loss")) for r in records(tmp_path / "without", event)
         ]
-

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from nanogpt.generation import generate_ids
 from nanogpt.config import OptimizerConfig
+from nanogpt.generation import generate_ids
 from nanogpt.model import GPT, GPTConfig
 from nanogpt.optim import build_optimizer
 

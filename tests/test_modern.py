@@ -16,14 +16,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import nanogpt
-import nanogpt.train
+import nanogpt.checkpoint.state
+import nanogpt.training
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.config import ConfigError, OptimizerConfig, validate_train
-from nanogpt.metrics import read_metrics
 from nanogpt.generation import generate_ids
+from nanogpt.metrics import read_metrics
 from nanogpt.model import GPT, GPTConfig, KVCache, LayerNorm, RMSNorm, Rotary
 from nanogpt.optim import Muon, build_optimizer, orthogonalize
-from nanogpt.train import Trainer
+from nanogpt.training import loop
 from tests.conftest import TINY, run_cli, state_digest, train_here
 
 OPTIONS = {
@@ -341,7 +342,9 @@ def test_cli_resumes_all_options_with_muon_bit_for_bit_and_samples_them(data_dir
     assert load_checkpoint(tmp_path / "split" / "ckpt_last.pt")["iter_num"] == 12
     assert state_digest(tmp_path / "split" / "ckpt_last.pt") == state_digest(tmp_path / "straight" / "ckpt_last.pt")
     # The command samples a rotary, untied model through the KV cache as the naive path does.
-    out = run_cli("nanogpt.sample", f"run_dir={tmp_path / 'straight'}", "max_new_tokens=40", "num_samples=2", "temperature=0", "system.device=cpu").stdout
+    out = run_cli(
+        "nanogpt.sample", f"run_dir={tmp_path / 'straight'}", "max_new_tokens=40", "num_samples=2", "temperature=0", "system.device=cpu"
+    ).stdout
     naive = nanogpt.generate(tmp_path / "straight", device="cpu", max_new_tokens=40, num_samples=2, temperature=0, kv_cache=False)
     assert out == naive[0] + "\n" + "-" * 40 + "\n" + naive[1] + "\n"
     assert len(out.split("-" * 40 + "\n")[0]) == 1 + 40 + 1  # the prompt "\n", 40 characters, a newline
@@ -354,6 +357,25 @@ def test_cli_resumes_all_options_with_muon_bit_for_bit_and_samples_them(data_dir
         ("model.norm=batchnorm", "model.norm='batchnorm' is invalid: must be layernorm or rmsnorm"),
         ("model.activation=swiglu", "model.activation='swiglu' is invalid: must be gelu or relu2"),
         ("optimizer.name=sgd", "optimizer.name='sgd' is invalid: must be adamw or muon"),
+    ],
+)
+def test_a_bad_choice_is_refused_while_composing_in_one_line(override, message):
+    """A choice key cannot even be composed with another value; the command line's refusal (the
+    same translation nanogpt-train applies, in-process) is one line with the choices."""
+    from hydra.errors import ConfigCompositionException
+
+    from nanogpt.cli.commands import command
+    from nanogpt.cli.refusals import explain
+    from tests.test_config import compose_train
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_train(*TINY, override)
+    assert explain(err.value, command("config")) == message
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
         ("optimizer.muon_momentum=1.0", "optimizer.muon_momentum=1.0 is invalid: must be in [0, 1)"),
         ("optimizer.muon_learning_rate=0", "optimizer.muon_learning_rate=0.0 is invalid: must be > 0"),
     ],
@@ -380,8 +402,13 @@ def test_resume_takes_optimizer_settings_from_the_config_not_the_checkpoint(data
     run = (*TINY, "optimizer=muon", "max_iters=4", "eval_interval=4", f"dataset.data_dir={data_dir}", f"hydra.run.dir={tmp_path}")
     run_cli("nanogpt.train", *run)
     run_cli(
-        "nanogpt.train", "init_from=resume", f"run_dir={tmp_path}", "max_iters=6", "optimizer.muon_learning_rate=0.04",
-        "optimizer.weight_decay=0.3", f"dataset.data_dir={data_dir}",
+        "nanogpt.train",
+        "init_from=resume",
+        f"run_dir={tmp_path}",
+        "max_iters=6",
+        "optimizer.muon_learning_rate=0.04",
+        "optimizer.weight_decay=0.3",
+        f"dataset.data_dir={data_dir}",
     )
     groups = load_checkpoint(tmp_path / "ckpt_last.pt")["optimizer"]["param_groups"]
     # Muon, the position table, the tied embedding/head, the gains.
@@ -394,8 +421,15 @@ def test_resume_takes_optimizer_settings_from_the_config_not_the_checkpoint(data
 
 def test_time_budget_ends_the_run_on_the_clock_with_the_decay_finished(data_dir, tmp_path):
     proc = run_cli(
-        "nanogpt.train", *TINY, "max_iters=1000000", "time_budget_s=4", "eval_interval=1000000", "log_interval=1",
-        "optimizer.warmup_iters=2", f"dataset.data_dir={data_dir}", f"hydra.run.dir={tmp_path}",
+        "nanogpt.train",
+        *TINY,
+        "max_iters=1000000",
+        "time_budget_s=4",
+        "eval_interval=1000000",
+        "log_interval=1",
+        "optimizer.warmup_iters=2",
+        f"dataset.data_dir={data_dir}",
+        f"hydra.run.dir={tmp_path}",
     )
     assert "time budget of 0m04s spent at iter" in proc.stdout
     records = read_metrics(tmp_path / "metrics.jsonl")
@@ -411,7 +445,6 @@ def test_time_budget_ends_the_run_on_the_clock_with_the_decay_finished(data_dir,
     assert records[-1]["status"] == "finished"
 
 
-
 def test_the_time_budget_leaves_out_warm_up(data_dir, tmp_path, monkeypatch):
     """Compiling the first step and the evaluation at start can take minutes on a GPU; that time
     must neither spend the budget nor push the clock-driven decay ahead. A fake clock makes the
@@ -419,26 +452,33 @@ def test_the_time_budget_leaves_out_warm_up(data_dir, tmp_path, monkeypatch):
     from tests.test_config import compose_train
 
     now = [1000.0]
-    monkeypatch.setattr(nanogpt.train, "time", SimpleNamespace(perf_counter=lambda: now[0], time=time.time))
+    clock = SimpleNamespace(perf_counter=lambda: now[0], time=time.time)
+    monkeypatch.setattr(loop, "time", clock)  # the loop's log lines
+    monkeypatch.setattr(nanogpt.checkpoint.state, "time", clock)  # the train state's clock, which the budget reads
 
     def taking(method, first: float, later: float):
         calls = []
 
-        def timed(self, *args):
-            result = method(self, *args)
+        def timed(*args):
+            result = method(*args)
             now[0] += later if calls else first
             calls.append(None)
             return result
 
         return timed
 
-    monkeypatch.setattr(Trainer, "evaluate", taking(Trainer.evaluate, 40.0, 0.0))
-    monkeypatch.setattr(Trainer, "train_step", taking(Trainer.train_step, 60.0, 0.25))
+    monkeypatch.setattr(loop, "evaluate", taking(loop.evaluate, 40.0, 0.0))
+    monkeypatch.setattr(loop, "train_step", taking(loop.train_step, 60.0, 0.25))
     cfg = compose_train(
-        *TINY, "max_iters=1000", "time_budget_s=2", "eval_interval=1000", "log_interval=1", "optimizer.warmup_iters=0",
+        *TINY,
+        "max_iters=1000",
+        "time_budget_s=2",
+        "eval_interval=1000",
+        "log_interval=1",
+        "optimizer.warmup_iters=0",
         f"dataset.data_dir={data_dir}",
     )
-    nanogpt.train.train(cfg, tmp_path)
+    nanogpt.training.train(cfg, tmp_path)
 
     records = read_metrics(tmp_path / "metrics.jsonl")
     steps = [r for r in records if r["event"] == "train"]
@@ -448,6 +488,7 @@ def test_the_time_budget_leaves_out_warm_up(data_dir, tmp_path, monkeypatch):
     assert steps[0]["lr"] == cfg.optimizer.learning_rate  # the decay starts from the top
     assert load_checkpoint(tmp_path / "ckpt_last.pt")["iter_num"] == 9
 
+
 # ----------------------------------------------------------------------------- presets
 
 
@@ -456,7 +497,9 @@ def test_modern_options_are_off_in_every_model_and_on_in_the_fast_presets():
 
     for name in options("model"):
         model = compose_train(f"model={name}").model
-        assert {k: model[k] for k in ALL} == dict(position="learned", norm="layernorm", qk_norm=False, activation="gelu", tie_embeddings=True, zero_init_proj=False)
+        assert {k: model[k] for k in ALL} == dict(
+            position="learned", norm="layernorm", qk_norm=False, activation="gelu", tie_embeddings=True, zero_init_proj=False
+        )
     for preset in ("shakespeare_char_cpu_fast", "shakespeare_char_fast"):
         cfg = compose_train(f"experiment={preset}")
         assert cfg.optimizer.name == "muon" and cfg.time_budget_s is not None
@@ -465,8 +508,12 @@ def test_modern_options_are_off_in_every_model_and_on_in_the_fast_presets():
 
 def test_fast_cpu_preset_trains_to_its_budget_and_samples(data_dir, tmp_path):
     proc = run_cli(
-        "nanogpt.train", "experiment=shakespeare_char_cpu_fast", "time_budget_s=3", "eval_iters=2",
-        f"dataset.data_dir={data_dir}", f"hydra.run.dir={tmp_path}",
+        "nanogpt.train",
+        "experiment=shakespeare_char_cpu_fast",
+        "time_budget_s=3",
+        "eval_iters=2",
+        f"dataset.data_dir={data_dir}",
+        f"hydra.run.dir={tmp_path}",
     )
     assert "time budget of 0m03s spent" in proc.stdout
     evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["event"] == "eval"]

@@ -16,9 +16,9 @@ import torch.distributed as dist
 from hydra import compose, initialize_config_dir
 
 from nanogpt import distributed
+from nanogpt.cli.run_folders import SWEEP_KEYS_ENV
+from nanogpt.cli.slurm import task_problem
 from nanogpt.metrics import read_metrics
-from nanogpt.resume import SWEEP_KEYS_ENV
-from nanogpt.slurm import task_problem
 from tests.conftest import TINY, cli_env, state_digest
 from tests.test_config import CONF
 from tests.test_distributed import torchrun
@@ -36,10 +36,23 @@ def torchrun_node(args: tuple[str, ...], cwd: Path, port: int) -> subprocess.Pop
     """One node's torchrun of a 2-node job: one process, ranked by the rendezvous at port."""
     return subprocess.Popen(
         [
-            sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
-            f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_id=multinode-test", "-m", "nanogpt.train", *args,
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nnodes=2",
+            "--nproc_per_node=1",
+            "--rdzv_backend=c10d",
+            f"--rdzv_endpoint=127.0.0.1:{port}",
+            "--rdzv_id=multinode-test",
+            "-m",
+            "nanogpt.train",
+            *args,
         ],
-        cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -90,8 +103,14 @@ def test_a_task_of_a_two_node_slurm_job_takes_torchs_variables_from_slurms(monke
         monkeypatch.delenv(key)
     monkeypatch.setenv("MASTER_ADDR", "login1")
     job = {
-        "SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[07-08]", "SLURM_JOB_NUM_NODES": "2",
-        "SLURM_NTASKS": "8", "SLURM_PROCID": "4", "SLURM_LOCALID": "0", "SLURM_NODEID": "1",
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NTASKS": "8",
+        "SLURM_PROCID": "4",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "1",
     }
     for key, value in job.items():
         monkeypatch.setenv(key, value)
@@ -126,11 +145,17 @@ def launcher_config(*overrides: str):
     "overrides, problem",
     [
         (["gradient_accumulation_steps=16"], None),  # the preset: 2 nodes x 8 tasks, one per GPU
-        (["gradient_accumulation_steps=16", "hydra.launcher.tasks_per_node=4"], "hydra.launcher.tasks_per_node=4 does not match "
-         "hydra.launcher.gpus_per_node=8: training runs one task per GPU; set both to the number of GPUs a node has"),
+        (
+            ["gradient_accumulation_steps=16", "hydra.launcher.tasks_per_node=4"],
+            "hydra.launcher.tasks_per_node=4 does not match "
+            "hydra.launcher.gpus_per_node=8: training runs one task per GPU; set both to the number of GPUs a node has",
+        ),
         (["gradient_accumulation_steps=16", "hydra.launcher.nodes=0"], "hydra.launcher.nodes=0 is invalid: must be at least 1"),
-        (["gradient_accumulation_steps=8"], "gradient_accumulation_steps=8 is invalid: must be divisible by the world size 16 "
-         "(hydra.launcher.nodes=2 x hydra.launcher.tasks_per_node=8); set it to a multiple of 16"),
+        (
+            ["gradient_accumulation_steps=8"],
+            "gradient_accumulation_steps=8 is invalid: must be divisible by the world size 16 "
+            "(hydra.launcher.nodes=2 x hydra.launcher.tasks_per_node=8); set it to a multiple of 16",
+        ),
     ],
     ids=["preset", "tasks-not-gpus", "no-nodes", "accumulation"],
 )

@@ -23,7 +23,9 @@ KEYS = ["model.n_layer", "optimizer.learning_rate"]  # the searched keys, as fol
 
 
 def search(data_dir: Path, sweep: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run_cli("nanogpt.train", "-m", "hparams_search=optuna", *RUN, f"dataset.data_dir={data_dir}", f"hydra.sweep.dir={sweep}", *args, check=check)
+    return run_cli(
+        "nanogpt.train", "-m", "hparams_search=optuna", *RUN, f"dataset.data_dir={data_dir}", f"hydra.sweep.dir={sweep}", *args, check=check
+    )
 
 
 def trials(sweep: Path) -> list[Path]:
@@ -120,7 +122,10 @@ def test_a_search_where_every_trial_fails_has_no_best_parameters(data_dir, tmp_p
 @pytest.mark.parametrize(
     "space, message",
     [
-        ((), "hparams_search=optuna needs a search space in Hydra's sweep syntax, e.g. 'optimizer.learning_rate=tag(log,interval(1e-4,1e-2))' 'model.n_layer=choice(2,4)'"),
+        (
+            (),
+            "hparams_search=optuna needs a search space in Hydra's sweep syntax, e.g. 'optimizer.learning_rate=tag(log,interval(1e-4,1e-2))' 'model.n_layer=choice(2,4)'",
+        ),
         (
             ("optimizer.learning_rate=interval(1e-2,1e-4)",),
             "optimizer.learning_rate=interval(1e-2,1e-4): Optuna cannot search this: The `low` value must be smaller than or equal to the `high` value (low=0.01, high=0.0001).",
@@ -168,8 +173,14 @@ def test_without_the_sweep_extra_the_command_says_how_to_install_it(choice, mess
     shadow = hydra_plugins_without_the_sweep_extra(tmp_path / "plugins")
     sweep = tmp_path / "sweep"
     proc = run_cli(
-        "nanogpt.train", "-m", *choice, *RUN, f"dataset.data_dir={data_dir}", f"hydra.sweep.dir={sweep}",
-        env={"PYTHONPATH": str(shadow)}, check=False,
+        "nanogpt.train",
+        "-m",
+        *choice,
+        *RUN,
+        f"dataset.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep}",
+        env={"PYTHONPATH": str(shadow)},
+        check=False,
     )
     assert one_line_error(proc) == f'error: {message}, which is not installed: pip install -e ".[sweep]"'
     assert not sweep.exists()
@@ -180,7 +191,7 @@ def test_trials_asked_at_a_time_follow_the_launchers_count_of_jobs(monkeypatch):
     the CPUs (-1: all of them, -2: all but one); a launcher without n_jobs runs one trial at a time."""
     import os
 
-    from nanogpt.sweeps import parallel_trials
+    from nanogpt.cli.sweeps import parallel_trials
 
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert [parallel_trials(n) for n in (None, 1, 3, -1, -2, -8, -20)] == [1, 1, 3, 8, 7, 1, 1]

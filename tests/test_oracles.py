@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from nanogpt.checkpoint import CKPT_FORMAT, checkpoint_path, save_checkpoint
-from nanogpt.export import export
+from nanogpt.cli.export import export
 from nanogpt.generation import generate_ids
 from nanogpt.model import GPT, GPTConfig
 from tests.test_vs_nanogpt import ANCHOR, load_nanogpt_model
@@ -127,9 +127,7 @@ def test_transformers_greedy_generation_gives_our_tokens(tmp_path, meta, model_a
     idx = torch.randint(0, meta["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(3))
     new = BLOCK - idx.size(1)
     with torch.no_grad():
-        theirs = hf.generate(
-            idx, attention_mask=torch.ones_like(idx), max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0
-        )
+        theirs = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
     assert theirs.shape == (2, BLOCK)
     assert len(set(theirs[0, 5:].tolist())) > 3  # a text, not one token repeated
     for kv_cache in (True, False):

@@ -134,7 +134,15 @@ def bpe_run(tmp_path_factory):
         *TINY, "dataset=text", "dataset.name=madeup", f"dataset.source={root / 'corpus.txt'}",
         "dataset.tokenizer=bpe", "dataset.vocab_size=70000", f"dataset.data_dir={root / 'data'}",
     )  # fmt: skip
-    run_cli("nanogpt.train", *common, "max_iters=30", "eval_interval=30", "optimizer.learning_rate=3e-3", "optimizer.warmup_iters=5", f"hydra.run.dir={root / 'run'}")
+    run_cli(
+        "nanogpt.train",
+        *common,
+        "max_iters=30",
+        "eval_interval=30",
+        "optimizer.learning_rate=3e-3",
+        "optimizer.warmup_iters=5",
+        f"hydra.run.dir={root / 'run'}",
+    )
     run_cli("nanogpt.train", *common, "max_iters=1", "optimizer.learning_rate=1e-12", "optimizer.min_lr=0", f"hydra.run.dir={root / 'untrained'}")
     return root, root / "run"
 
@@ -276,7 +284,14 @@ def test_a_killed_preparation_leaves_no_dataset_and_restarts_cleanly(tmp_path, s
     corpus = tmp_path / "big.txt"
     corpus.write_text("\n".join([shakespeare_path.read_text()] * 60))  # 67 MB: a few seconds of work
     folder = dataset_dir(tmp_path / "data", "big")
-    args = ["nanogpt.prepare", "dataset=text", "dataset.name=big", f"dataset.source={corpus}", "dataset.tokenizer=gpt2", f"dataset.data_dir={tmp_path / 'data'}"]
+    args = [
+        "nanogpt.prepare",
+        "dataset=text",
+        "dataset.name=big",
+        f"dataset.source={corpus}",
+        "dataset.tokenizer=gpt2",
+        f"dataset.data_dir={tmp_path / 'data'}",
+    ]
     proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".train.bin.") and p.stat().st_size > 1e6 for p in folder.glob(".*.tmp")):
@@ -315,7 +330,10 @@ def _alive(pid: int) -> bool:
     [
         (["dataset.tokenizer=bpee"], "dataset.tokenizer='bpee' is invalid: not char, gpt2 or bpe, and no such tokenizer.json file or folder"),
         (["dataset.tokenizer=TOK"], "is not a Hugging Face tokenizer.json ("),
-        (["dataset.tokenizer=bpe", "dataset.vocab_size=100"], "dataset.vocab_size=100 is invalid for dataset.tokenizer=bpe: it must be in [257, 16,777,216]"),
+        (
+            ["dataset.tokenizer=bpe", "dataset.vocab_size=100"],
+            "dataset.vocab_size=100 is invalid for dataset.tokenizer=bpe: it must be in [257, 16,777,216]",
+        ),
         (["dataset.tokenizer=gpt2", "dataset.vocab_size=100"], "dataset.vocab_size=100 is only for dataset.tokenizer=bpe"),
         (["dataset.tokenizer=bpe", "model.vocab_size=300"], "model.vocab_size=300 is invalid: dataset mine has 1000 tokens"),
     ],

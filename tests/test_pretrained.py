@@ -9,8 +9,8 @@ from safetensors.torch import load_file, save_file
 
 from nanogpt.checkpoint import CheckpointError
 from nanogpt.config import ConfigError
+from nanogpt.huggingface.pretrained import load_pretrained
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.pretrained import load_pretrained
 from tests.conftest import ROOT, TINY, make_gpt2_folder, one_line_error, run_cli
 
 GPT2_META = {"tokenizer": "gpt2", "vocab_size": 50257, "dataset": "shakespeare"}
@@ -128,9 +128,17 @@ def edit_config(folder, target, **changes):
         (lambda f, t: t / "nowhere", ConfigError, "no such folder"),
         (lambda f, t: (t / "empty").mkdir() or t / "empty", ConfigError, "is not a GPT-2 folder: it has no config.json"),
         (lambda f, t: edit_config(f, t / "llama", model_type="llama"), ConfigError, "describes model_type='llama'; only GPT-2"),
-        (lambda f, t: edit_config(f, t / "relu", activation_function="relu"), ConfigError, "has activation_function='relu', which this model cannot reproduce"),
+        (
+            lambda f, t: edit_config(f, t / "relu", activation_function="relu"),
+            ConfigError,
+            "has activation_function='relu', which this model cannot reproduce",
+        ),
         (lambda f, t: edit_config(f, t / "deeper", n_layer=3), CheckpointError, "the weights lack transformer.h.2.ln_1.weight"),
-        (lambda f, t: edit_config(f, t / "wider", n_embd=64), CheckpointError, "transformer.wte.weight has shape (50257, 32), config.json implies (50257, 64)"),
+        (
+            lambda f, t: edit_config(f, t / "wider", n_embd=64),
+            CheckpointError,
+            "transformer.wte.weight has shape (50257, 32), config.json implies (50257, 64)",
+        ),
     ],
 )
 def test_folders_that_are_not_gpt2_are_refused(gpt2_folder, tmp_path, make, error, message):
@@ -168,12 +176,14 @@ def test_context_longer_than_the_weights_and_wrong_tokenizer(gpt2_folder):
         our_model(f"hf:{gpt2_folder}", meta=char_meta)
 
 
-
 @pytest.mark.parametrize(
     "overrides, message",
     [
         (("init_from=gpt3",), "error: init_from='gpt3' is invalid: must be scratch, resume, gpt2, gpt2-medium, gpt2-large, gpt2-xl or hf:"),
-        (("init_from=gpt2",), "error: init_from=gpt2: OpenAI's GPT-2 weights (openai-community/gpt2) are not in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids"),
+        (
+            ("init_from=gpt2",),
+            "error: init_from=gpt2: OpenAI's GPT-2 weights (openai-community/gpt2) are not in the Hugging Face cache, and HF_HUB_OFFLINE=1 forbids",
+        ),
         (("init_from=hf:{folder}", "model.n_layer=3"), "error: model.n_layer=3 conflicts with init_from=hf:"),
     ],
 )
@@ -181,8 +191,14 @@ def test_cli_bad_pretrained_input(gpt2_folder, bpe_data_dir, tmp_path, overrides
     env = {"HF_HOME": str(tmp_path / "empty_hf_home")}  # nothing cached, and offline: no download
     overrides = [o.format(folder=gpt2_folder) for o in overrides]
     proc = run_cli(
-        "nanogpt.train", *TINY, "dataset=shakespeare", f"dataset.data_dir={bpe_data_dir}", f"hydra.run.dir={tmp_path / 'run'}",
-        *overrides, check=False, env=env,
+        "nanogpt.train",
+        *TINY,
+        "dataset=shakespeare",
+        f"dataset.data_dir={bpe_data_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *overrides,
+        check=False,
+        env=env,
     )
     assert one_line_error(proc).startswith(message)
     assert not (tmp_path / "run").exists()
@@ -204,9 +220,7 @@ def test_a_pickle_payload_in_pytorch_model_bin_is_refused_without_running_it(dat
     config = {"model_type": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64, "vocab_size": 65}
     (folder / "config.json").write_text(json.dumps(config))
     torch.save({"transformer.wte.weight": torch.zeros(65, 32), "h.0.attn.c_attn.weight": OpensAFile(marker)}, folder / "pytorch_model.bin")
-    proc = run_cli(
-        "nanogpt.train", *TINY, f"init_from=hf:{folder}", f"dataset.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", check=False
-    )
+    proc = run_cli("nanogpt.train", *TINY, f"init_from=hf:{folder}", f"dataset.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert not marker.exists()  # the payload never ran
     assert one_line_error(proc) == f"error: {folder / 'pytorch_model.bin'}: unreadable or holds more than tensors (UnpicklingError)"
     assert not (tmp_path / "run").exists()

@@ -28,7 +28,7 @@ from nanogpt.config import OptimizerConfig
 from nanogpt.data import CharTokenizer, DataError
 from nanogpt.data.tokenizers import END_OF_TEXT, gpt2_tokenizer
 from nanogpt.generation import pick_next
-from nanogpt.train import lr_at
+from nanogpt.training.loop import lr_at
 
 # Modest example counts (the file runs in seconds); no example database in the checkout.
 PROPERTY = settings(max_examples=40, deadline=None, database=None)
@@ -246,7 +246,7 @@ def test_time_budget_moves_the_decay_ahead_never_back(opt, data):
     """Under time_budget_s the decay follows whichever is further along, the iterations or the
     clock: the rate is the lower of the two schedules, is min_lr once the budget is spent, and
     falls as the budget is used. Warmup goes by iterations."""
-    lr, min_lr, warmup, decay = opt.learning_rate, opt.min_lr, opt.warmup_iters, opt.lr_decay_iters
+    min_lr, warmup, decay = opt.min_lr, opt.warmup_iters, opt.lr_decay_iters
     it = data.draw(st.integers(0, decay + 5))
     used = sorted(data.draw(st.lists(st.floats(0.0, 1.5), min_size=2, max_size=6)))
     rates = [lr_at(it, opt, 10**6, u) for u in used]

@@ -32,7 +32,6 @@ def resume(run_dir: Path, data_dir: Path, *extra: str, check: bool = True):
     return run_cli("nanogpt.train", "init_from=resume", f"run_dir={run_dir}", f"dataset.data_dir={data_dir}", *extra, check=check)
 
 
-
 def losses(run_dir: Path) -> dict[tuple[str, int], float]:
     out = {}
     for r in read_metrics(run_dir / "metrics.jsonl"):
@@ -57,7 +56,11 @@ def reference(tmp_path_factory, data_dir):
 def start(run_dir: Path, data_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "nanogpt.train", *train_args(run_dir, data_dir)],
-        cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 

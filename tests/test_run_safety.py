@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from nanogpt.checkpoint import load_checkpoint
+from nanogpt.errors import EXIT_INTERRUPTED, EXIT_STOPPED
 from nanogpt.metrics import read_metrics
-from nanogpt.train import EXIT_INTERRUPTED, EXIT_STOPPED
 from tests.conftest import ROOT, TINY, cli_env, copy_run, one_line_error, run_cli, train_here
 
 RUN = (*TINY, "eval_interval=4", "log_interval=1", "optimizer.warmup_iters=2")
@@ -29,7 +29,11 @@ def args(run_dir: Path, data_dir: Path, *extra: str) -> list[str]:
 def start(*overrides: str, cwd: Path = ROOT) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "nanogpt.train", *overrides],
-        cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

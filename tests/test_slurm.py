@@ -14,7 +14,8 @@ import pytest
 from nanogpt.metrics import read_metrics
 from tests.conftest import ROOT, TINY, cli_env, one_line_error, run_cli, state_digest
 from tests.test_distributed import torchrun
-from tests.test_multinode import RUN as TWO_RANK_RUN, assert_one_writer_and_the_reference_state
+from tests.test_multinode import RUN as TWO_RANK_RUN
+from tests.test_multinode import assert_one_writer_and_the_reference_state
 
 
 def _cluster_up() -> bool:
@@ -33,18 +34,27 @@ LAUNCHER = ("hydra/launcher=slurm_cpu", "hydra.launcher.timeout_min=20")
 RUN = (*TINY, "eval_interval=10", "log_interval=5", "optimizer.warmup_iters=5")
 # The multi-node launcher on this one-node cluster: jobs of one node with two tasks, on its CPUs.
 MULTINODE = (
-    "hydra/launcher=slurm_multinode", "hydra.launcher.nodes=1", "hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=null",
-    "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=20",
+    "hydra/launcher=slurm_multinode",
+    "hydra.launcher.nodes=1",
+    "hydra.launcher.tasks_per_node=2",
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.timeout_min=20",
 )
-
 
 
 @pytest.mark.slow
 def test_sweep_on_slurm_writes_runs_summary_and_returns_best_val_losses(data_dir, tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli(
-        "nanogpt.train", "-m", *LAUNCHER, "optimizer.learning_rate=1e-3,3e-3", *RUN, "max_iters=20",
-        f"dataset.data_dir={data_dir}", f"hydra.sweep.dir={sweep}",
+        "nanogpt.train",
+        "-m",
+        *LAUNCHER,
+        "optimizer.learning_rate=1e-3,3e-3",
+        *RUN,
+        "max_iters=20",
+        f"dataset.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep}",
     )
     assert "sweep summary:" in proc.stdout
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -71,7 +81,11 @@ def test_preempted_job_is_requeued_and_ends_bitwise_equal(data_dir, tmp_path):
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen(
         [sys.executable, "-m", "nanogpt.train", "-m", *LAUNCHER, *run, f"dataset.data_dir={data_dir}", f"hydra.sweep.dir={sweep}"],
-        cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     job_dir = sweep / "0"  # a sweep of one job: named by its number
     deadline = time.monotonic() + 300
@@ -122,8 +136,13 @@ def test_two_slurm_tasks_form_one_ddp_group_that_trains_like_torchrun(data_dir, 
 
 def test_more_nodes_than_the_partition_has_get_one_line_before_submission(tmp_path):
     proc = run_cli(
-        "nanogpt.train", "-m", *MULTINODE, "hydra.launcher.nodes=2", "gradient_accumulation_steps=4",
-        f"hydra.sweep.dir={tmp_path / 's'}", check=False,
+        "nanogpt.train",
+        "-m",
+        *MULTINODE,
+        "hydra.launcher.nodes=2",
+        "gradient_accumulation_steps=4",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        check=False,
     )
     assert one_line_error(proc) == (
         "error: hydra.launcher.nodes=2 is more than partition 'debug' has (1); "

@@ -38,8 +38,16 @@ def test_a_sweep_runs_every_job_then_exits_1_with_each_failures_reason(data_dir,
     sweep = tmp_path / "sweep"
     # One job trains, one diverges after its iter-0 evaluation, one is refused for its input.
     proc = run_cli(
-        "nanogpt.train", "-m", *RUN, "max_iters=8", "eval_at_start=true", "optimizer.grad_clip=0", "optimizer.learning_rate=1e-3,1e4,-1",
-        f"dataset.data_dir={data_dir}", f"hydra.sweep.dir={sweep}", check=False,
+        "nanogpt.train",
+        "-m",
+        *RUN,
+        "max_iters=8",
+        "eval_at_start=true",
+        "optimizer.grad_clip=0",
+        "optimizer.learning_rate=1e-3,1e4,-1",
+        f"dataset.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep}",
+        check=False,
     )
     assert proc.returncode == 1
     assert proc.stderr.splitlines()[-1] == f"error: 2 of 3 runs of the sweep failed; the reasons are in {sweep / 'summary.md'}"

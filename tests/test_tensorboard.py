@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nanogpt.checkpoint import load_checkpoint
-from nanogpt.cli import run_or_exit
+from nanogpt.cli.launch import run_or_exit
 from nanogpt.metrics import read_metrics
 from tests.conftest import ROOT, TINY, cli_env, one_line_error, run_cli, train_here
 from tests.wandb_offline import history
@@ -74,8 +74,16 @@ def test_tensorboard_logs_the_scalars_of_metrics_jsonl_and_text_samples(data_dir
 def test_wandb_and_tensorboard_at_once_log_the_same_scalars(data_dir, tmp_path):
     run_dir = tmp_path / "run"
     # Hydra's list of options, through the command line (WANDB_MODE=offline: cli_env)
-    run_cli("nanogpt.train", *RUN, "max_iters=8", "logger=[wandb,tensorboard]", "wandb.sample_tokens=20",
-            "tensorboard.sample_tokens=20", f"dataset.data_dir={data_dir}", f"hydra.run.dir={run_dir}")
+    run_cli(
+        "nanogpt.train",
+        *RUN,
+        "max_iters=8",
+        "logger=[wandb,tensorboard]",
+        "wandb.sample_tokens=20",
+        "tensorboard.sample_tokens=20",
+        f"dataset.data_dir={data_dir}",
+        f"hydra.run.dir={run_dir}",
+    )
     [wandb_file] = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     from_wandb: dict[str, list[tuple[int, float]]] = {}
     for row in history(wandb_file):
@@ -92,7 +100,10 @@ def test_a_killed_run_resumed_shows_each_step_once(data_dir, tmp_path):
     train = (*TINY, "log_interval=1", "eval_interval=20", "max_iters=1000", "logger=tensorboard", "tensorboard.sample_tokens=10")
     proc = subprocess.Popen(
         [sys.executable, "-m", "nanogpt.train", *train, f"dataset.data_dir={data_dir}", f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     # Kill it a few steps after its first checkpoint (iter 20), which the loop writes before step 21.
     deadline = time.monotonic() + 120
@@ -119,7 +130,7 @@ def test_a_resume_in_the_same_second_as_the_run_it_continues_is_read_after_it(tm
     from omegaconf import OmegaConf
 
     from nanogpt.config import TensorBoardConfig
-    from nanogpt.tracking import TensorBoardRun
+    from nanogpt.training.tracking import TensorBoardRun
 
     cfg = OmegaConf.structured(TensorBoardConfig)
     killed = TensorBoardRun(cfg, tmp_path, purge_step=0)
@@ -137,7 +148,7 @@ def test_a_resume_in_the_same_second_as_the_run_it_continues_is_read_after_it(tm
 
 
 def test_logger_on_resume_switches_the_trackers():
-    from nanogpt.resume import override_keys, resumed_config
+    from nanogpt.config.resume import override_keys, resumed_config
     from tests.test_config import compose_train
 
     saved = compose_train("logger=wandb")
@@ -161,10 +172,15 @@ def test_without_the_tensorboard_package_the_run_is_refused_in_one_line(tmp_path
     with pytest.raises(SystemExit) as exit:
         run_or_exit(lambda: train_here(tmp_path / "run", *RUN, "max_iters=8", "logger=tensorboard", f"dataset.data_dir={data}"))
     assert exit.value.code == 2
-    assert capsys.readouterr().err == 'error: logger=tensorboard needs the tensorboard package, which is not installed: pip install -e ".[tensorboard]"\n'
+    assert (
+        capsys.readouterr().err
+        == 'error: logger=tensorboard needs the tensorboard package, which is not installed: pip install -e ".[tensorboard]"\n'
+    )
     assert list(data.iterdir()) == [] and list((tmp_path / "run").iterdir()) == []  # refused before the data was prepared
 
 
 def test_an_unknown_logger_is_refused_in_one_line(tmp_path):
     proc = run_cli("nanogpt.train", "logger=[wandb,tensorbord]", f"hydra.run.dir={tmp_path / 'run'}", check=False)
-    assert one_line_error(proc) == "error: logger=tensorbord: no such logger; the options are none, tensorboard, wandb; did you mean logger=tensorboard?"
+    assert (
+        one_line_error(proc) == "error: logger=tensorbord: no such logger; the options are none, tensorboard, wandb; did you mean logger=tensorboard?"
+    )

@@ -42,7 +42,9 @@ def corpus(tmp_path):
     (folder / "a.txt").write_text("First document, in UTF-8: naïve.\n" * 30, encoding="utf-8")
     (folder / "sub" / "b.txt").write_bytes("Caf\u00e9 cr\u00e8me, d\u00e9j\u00e0 vu.\n".encode("latin-1") * 30)
     (folder / "empty.txt").write_bytes(b"")
-    (folder / "c.jsonl").write_text(json.dumps({"text": "a JSON document \u2028 with a line separator"}) + "\n\n" + json.dumps({"text": "another"}) + "\n")
+    (folder / "c.jsonl").write_text(
+        json.dumps({"text": "a JSON document \u2028 with a line separator"}) + "\n\n" + json.dumps({"text": "another"}) + "\n"
+    )
     (folder / "notes.md").write_text("NOT PART OF THE CORPUS")
     return folder
 

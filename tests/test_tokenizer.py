@@ -5,8 +5,8 @@ import socket
 import pytest
 import tiktoken_ext.openai_public
 
-from nanogpt.bundled import BUNDLED
 from nanogpt.data import CharTokenizer, DataError, GPT2Tokenizer, load_tokenizer, padded_vocab_size, same_tokenizer
+from nanogpt.data.bundled import BUNDLED
 
 
 def test_gpt2_ids_are_gpt2s():

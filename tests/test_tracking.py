@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from nanogpt.analysis.report import report
 from nanogpt.checkpoint import load_checkpoint
 from nanogpt.metrics import read_metrics
-from nanogpt.report import report
 from tests.conftest import ROOT, TINY, cli_env, copy_run, run_cli, train_here
 from tests.wandb_offline import history, run_info
 
@@ -56,7 +56,7 @@ def test_without_a_login_wandb_logs_offline_into_the_run_folder(tmp_path, monkey
     from omegaconf import OmegaConf
 
     from nanogpt.config import WandbConfig
-    from nanogpt.tracking import WandbRun
+    from nanogpt.training.tracking import WandbRun
 
     for key in ("WANDB_MODE", "WANDB_API_KEY"):
         monkeypatch.delenv(key, raising=False)
@@ -68,7 +68,7 @@ def test_without_a_login_wandb_logs_offline_into_the_run_folder(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    caplog.set_level("INFO", logger="nanogpt.tracking")
+    caplog.set_level("INFO", logger="nanogpt.training.tracking")
     run = WandbRun(OmegaConf.structured(WandbConfig), {"max_iters": 8}, run_dir, None, None)
     run.log({"train/loss": 2.5}, step=1)
     run.finish()
@@ -95,8 +95,15 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(finis
     run_dir = copy_run(finished_run, tmp_path / "run")  # 8 iterations
     before = hashlib.sha256((run_dir / "ckpt_last.pt").read_bytes()).hexdigest()
     proc = run_cli(
-        "nanogpt.train", "init_from=resume", f"run_dir={run_dir}", "max_iters=40", "optimizer.learning_rate=1e4",
-        "optimizer.min_lr=1e4", "optimizer.grad_clip=0", f"dataset.data_dir={data_dir}", check=False,
+        "nanogpt.train",
+        "init_from=resume",
+        f"run_dir={run_dir}",
+        "max_iters=40",
+        "optimizer.learning_rate=1e4",
+        "optimizer.min_lr=1e4",
+        "optimizer.grad_clip=0",
+        f"dataset.data_dir={data_dir}",
+        check=False,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
@@ -109,8 +116,14 @@ def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(finis
 def sweep(tmp_path_factory, data_dir):
     sweep_dir = tmp_path_factory.mktemp("sweep") / "sweep"
     proc = run_cli(
-        "nanogpt.train", "-m", "optimizer.learning_rate=3e-3,1e-3,-1", *RUN, "max_iters=8",
-        f"dataset.data_dir={data_dir}", f"hydra.sweep.dir={sweep_dir}", check=False,
+        "nanogpt.train",
+        "-m",
+        "optimizer.learning_rate=3e-3,1e-3,-1",
+        *RUN,
+        "max_iters=8",
+        f"dataset.data_dir={data_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+        check=False,
     )
     assert proc.returncode == 1, proc.stderr  # every job ran; one failed, so the sweep says so
     return sweep_dir, proc
@@ -164,7 +177,9 @@ def test_report_shows_crashed_and_running_runs_and_skips_cut_lines(sweep, tmp_pa
 
 def test_report_cli_errors(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nanogpt.report", str(tmp_path)], cwd=ROOT, env=cli_env(), capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr == f"error: {tmp_path} holds no runs (no metrics.jsonl below it); pass a run folder or a sweep folder\n"
+    assert (
+        proc.returncode == 2 and proc.stderr == f"error: {tmp_path} holds no runs (no metrics.jsonl below it); pass a run folder or a sweep folder\n"
+    )
     proc = subprocess.run([sys.executable, "-m", "nanogpt.report", str(tmp_path / "nope")], cwd=ROOT, env=cli_env(), capture_output=True, text=True)
     assert proc.returncode == 2 and "no such folder" in proc.stderr
 

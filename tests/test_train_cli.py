@@ -77,7 +77,6 @@ def test_sample_prompt_from_file(trained_run, tmp_path):
     assert proc.stdout.startswith("KING:")
 
 
-
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-import nanogpt.train
 from nanogpt.checkpoint import load_checkpoint
-from nanogpt.errors import TrainingError
+from nanogpt.cli.report import main as report_main
+from nanogpt.errors import RunStopped, TrainingError
 from nanogpt.metrics import read_metrics
-from nanogpt.report import main as report_main
-from nanogpt.train import RunStopped, Trainer
+from nanogpt.training import loop
+from nanogpt.training import train as train_run
+from nanogpt.training.setup import TrainingRun
 from tests.conftest import TINY
 from tests.test_config import compose_train
 
@@ -23,10 +24,10 @@ RUN = (*TINY, "log_interval=1", "optimizer.warmup_iters=2")
 
 
 def train(run_dir: Path, data_dir: Path, *overrides: str) -> float:
-    """nanogpt.train.train() as the command runs it, on a composed config, in this process."""
+    """nanogpt.training.train() as the command runs it, on a composed config, in this process."""
     run_dir.mkdir(exist_ok=True)
     overrides = (*overrides, f"dataset.data_dir={data_dir}")
-    return nanogpt.train.train(compose_train(*RUN, *overrides), run_dir, list(overrides))
+    return train_run(compose_train(*RUN, *overrides), run_dir, list(overrides))
 
 
 def test_a_nan_training_loss_stops_the_run_at_its_log_line_before_any_evaluation(data_dir, tmp_path):
@@ -54,22 +55,22 @@ def test_a_nan_training_loss_stops_the_run_at_its_log_line_before_any_evaluation
 def stopped_by_ctrl_c(tmp_path_factory, data_dir) -> Path:
     """A run sent SIGINT (Ctrl-C) during iteration 6; it has a checkpoint of iter 4 by then."""
     run_dir = tmp_path_factory.mktemp("ctrl-c") / "run"
-    step = Trainer.train_step
+    step = loop.train_step
 
-    def train_step(self: Trainer, lr: float):
-        loss = step(self, lr)
-        if self.iter_num == 6:
+    def train_step(run: TrainingRun, lr: float):
+        loss = step(run, lr)
+        if run.state.iter_num == 6:
             os.kill(os.getpid(), signal.SIGINT)
         return loss
 
-    Trainer.train_step = train_step
+    loop.train_step = train_step
     caught: BaseException | None = None
     try:
         train(run_dir, data_dir, "max_iters=100", "eval_interval=4")
     except BaseException as exc:  # a KeyboardInterrupt must fail this test, not end the session
         caught = exc
     finally:
-        Trainer.train_step = step
+        loop.train_step = step
     assert isinstance(caught, RunStopped), repr(caught)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Python's again
     return run_dir

@@ -32,7 +32,9 @@ def console_script(name: str) -> str:
 
 
 def run_script(name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([console_script(name), *args], cwd=ROOT, env=cli_env({**ONE_THREAD, **(env or {})}), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [console_script(name), *args], cwd=ROOT, env=cli_env({**ONE_THREAD, **(env or {})}), capture_output=True, text=True, timeout=120
+    )
 
 
 def help_groups(text: str) -> dict[str, list[str]]:
@@ -93,7 +95,7 @@ def test_help_wherever_the_flag_stands(module, tmp_path):
 
 
 def test_help_needs_no_torch():
-    code = "import sys; from nanogpt.usage import command_help; command_help('config'); assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys; from nanogpt.cli.help import command_help; command_help('config'); assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cli_env(), check=True, timeout=60)
 
 
@@ -134,7 +136,11 @@ REFUSALS = [
     ("nanogpt.train", ["experiment=nope"], options_line("experiment")),
     ("nanogpt.train", ["model=null"], "model=null: nanogpt-train needs a model"),
     ("nanogpt.train", ["hydra/launcher=nope"], "hydra/launcher=nope: no such hydra/launcher; the options are basic, joblib, slurm_cpu, slurm_gpu,"),
-    ("nanogpt.train", ["optimizer.learning_rate=("], """cannot read the argument 'optimizer.learning_rate=(' (extraneous input '('); quote a value"""),
+    (
+        "nanogpt.train",
+        ["optimizer.learning_rate=("],
+        """cannot read the argument 'optimizer.learning_rate=(' (extraneous input '('); quote a value""",
+    ),
     ("nanogpt.train", ["foo"], "'foo' is not an override: write KEY=VALUE or GROUP=OPTION"),
     ("nanogpt.train", ["--bogus"], "unrecognized arguments: --bogus; see nanogpt-train --help"),
     ("nanogpt.train", ["-m", "model.n_layer=2,abc"], "model.n_layer='abc' is invalid: must be an integer"),
@@ -170,8 +176,15 @@ def test_pretrained_gpt2_without_network_fails_fast(offline, data_dir, tmp_path)
     env = {**ONE_THREAD, "HF_HOME": str(tmp_path / "empty_hf_home"), "HF_HUB_OFFLINE": offline, "HF_ENDPOINT": "http://127.0.0.1:9"}
     start = time.monotonic()
     proc = run_cli(
-        "nanogpt.train", "init_from=gpt2", f"dataset.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}",
-        "system.device=cpu", cwd=tmp_path, check=False, env=env, timeout=60,
+        "nanogpt.train",
+        "init_from=gpt2",
+        f"dataset.data_dir={data_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "system.device=cpu",
+        cwd=tmp_path,
+        check=False,
+        env=env,
+        timeout=60,
     )
     elapsed = time.monotonic() - start
     line = one_line_error(proc)

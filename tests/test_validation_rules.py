@@ -4,7 +4,10 @@ RULES below is written from the README ("Configuration") and the comments of the
 not from nanogpt/config.py's checks: for each key, values the documentation allows and values it
 does not. Every drawn invalid value must be refused by the validation functions with one ConfigError
 line `<key>=<value> is invalid: <rule>` (README: "one line naming the key, the value and the
-rule"); every drawn valid value must be accepted. `context` sets the other keys a rule depends on,
+rule"); every drawn valid value must be accepted. A key whose schema type is a Choice cannot even
+hold an invalid value in a composed config (OmegaConf refuses it, which the command line reports
+in the same one-line form); the validation functions, which also check what Python callers pass,
+are then given an untyped copy of the config. `context` sets the other keys a rule depends on,
 so that the rule under test is the only one that can decide. NaN is invalid wherever a float must
 lie in a range. One command-line launch checks that such a refusal is one line and exit status 2.
 """
@@ -22,17 +25,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
 
+from nanogpt.cli.commands import choice_of, schema_keys
 from nanogpt.config import (
     ConfigError,
     ExportConfig,
     SampleConfig,
     SystemConfig,
+    TrainConfig,
     validate_export,
     validate_generation,
     validate_sample,
     validate_train,
 )
+from nanogpt.config import ExportConfig as _Export
+from nanogpt.config import SampleConfig as _Sample
 from tests.conftest import TINY, one_line_error, run_cli
 from tests.test_config import compose_train
 
@@ -138,14 +146,25 @@ RULES = [
     Rule("dataset.vocab_size", NONE | POSITIVE_INT, NON_POSITIVE_INT),
     Rule("dataset.prepare_wait_s", NONE | NON_NEGATIVE, NEGATIVE),
     # char | gpt2 | bpe | a tokenizer.json file or a folder holding one (checked when preparing)
-    Rule("dataset.tokenizer", NONE | choice("char", "gpt2", "bpe", "tokenizer.json", "/models/tok/", "~/tok.json"), text(st.text(" \t", max_size=4), ("", " ", "\t"))),
+    Rule(
+        "dataset.tokenizer",
+        NONE | choice("char", "gpt2", "bpe", "tokenizer.json", "/models/tok/", "~/tok.json"),
+        text(st.text(" \t", max_size=4), ("", " ", "\t")),
+    ),
     # optimizer: rates > 0, min_lr in [0, learning_rate] (any >= 0 when the rate is constant),
     # decays >= 0, betas and momentum in [0, 1), grad_clip >= 0 (0: off), warmup >= 0,
     # lr_decay_iters > 0 or null (max_iters); the Muon keys with optimizer=muon
     Rule("optimizer.name", choice("adamw", "muon"), other_text("adamw", "muon")),
     Rule("optimizer.learning_rate", POSITIVE, NON_POSITIVE, {"optimizer.min_lr": 0.0}),
-    Rule("optimizer.min_lr", reals(0, 1e-3), reals(hi=0, open_hi=True) | reals(1e-3, open_lo=True) | NAN, {"optimizer.learning_rate": 1e-3, "optimizer.decay_lr": True}),
-    Rule("optimizer.min_lr", NON_NEGATIVE | choice(1.0), NEGATIVE, {"optimizer.learning_rate": 1e-3, "optimizer.decay_lr": False}, note="constant rate"),
+    Rule(
+        "optimizer.min_lr",
+        reals(0, 1e-3),
+        reals(hi=0, open_hi=True) | reals(1e-3, open_lo=True) | NAN,
+        {"optimizer.learning_rate": 1e-3, "optimizer.decay_lr": True},
+    ),
+    Rule(
+        "optimizer.min_lr", NON_NEGATIVE | choice(1.0), NEGATIVE, {"optimizer.learning_rate": 1e-3, "optimizer.decay_lr": False}, note="constant rate"
+    ),
     Rule("optimizer.weight_decay", NON_NEGATIVE, NEGATIVE),
     Rule("optimizer.beta1", UNIT_RIGHT_OPEN, NOT_UNIT_RIGHT_OPEN),
     Rule("optimizer.beta2", UNIT_RIGHT_OPEN, NOT_UNIT_RIGHT_OPEN),
@@ -160,7 +179,10 @@ RULES = [
     Rule(
         "system.device",
         choice("auto", "cpu", "cuda", "mps", "cuda:0", "cuda:7") | Values(st.integers(0, 10**4).map(lambda n: f"cuda:{n}")),
-        Values(TEXT.filter(lambda s: DEVICE.fullmatch(s) is None), ("gpu", "", "cuda:", "cuda:x", "cuda:-1", "cpu:0", "mps:0", "CUDA", "cuda:²", "cuda:٣")),
+        Values(
+            TEXT.filter(lambda s: DEVICE.fullmatch(s) is None),
+            ("gpu", "", "cuda:", "cuda:x", "cuda:-1", "cpu:0", "mps:0", "CUDA", "cuda:²", "cuda:٣"),
+        ),
     ),
     Rule("system.dtype", choice("auto", "float32", "bfloat16", "float16"), other_text("auto", "float32", "bfloat16", "float16")),
     # auto | true | false; a YAML `true` arrives in this text key as "True"
@@ -230,9 +252,16 @@ def config_for(rule: Rule, value: Any) -> tuple[Callable[[], None], Any]:
         cfg, validate = OmegaConf.structured(SampleConfig(system=SystemConfig())), validate_sample
     else:
         cfg, validate = OmegaConf.structured(ExportConfig(run_dir="runs/a", out="hf/a")), validate_export
+    if is_choice_key(rule):
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg))  # untyped: it may hold any value
     for key, setting in {**rule.context, rule.key: value}.items():
         OmegaConf.update(cfg, key, setting, merge=False)
     return lambda: validate(cfg), OmegaConf.select(cfg, rule.key)
+
+
+def is_choice_key(rule: Rule) -> bool:
+    schema = {"train": TrainConfig, "sample": _Sample, "export": _Export}.get(rule.where)
+    return schema is not None and choice_of(schema_keys(schema)[rule.key]) is not None
 
 
 def assert_accepted(rule: Rule, value: Any) -> None:
@@ -288,7 +317,30 @@ def test_every_invalid_value_is_refused_in_one_line_naming_the_key_and_the_value
     assert_refused(rule, data.draw(rule.invalid.drawn, label=rule.key))
 
 
+CHOICE_RULES = [rule for rule in RULES if is_choice_key(rule)]
+
+
+@pytest.mark.parametrize("rule", CHOICE_RULES, ids=lambda rule: rule.id)
+def test_a_choice_keys_invalid_values_never_reach_a_composed_config(rule: Rule):
+    """The composed (structured) config refuses every invalid example of a Choice key while it is
+    set, and takes every valid one."""
+    assert {r.key for r in CHOICE_RULES} >= {"model.position", "model.norm", "optimizer.name", "system.dtype", "checkpoint"}
+    cfg = (
+        copy.deepcopy(base_train())
+        if rule.where == "train"
+        else OmegaConf.structured(_Sample(system=SystemConfig()) if rule.where == "sample" else _Export())
+    )
+    for value in rule.valid.examples:
+        OmegaConf.update(cfg, rule.key, value, merge=False)
+        assert OmegaConf.select(cfg, rule.key) == value
+    for value in rule.invalid.examples:
+        with pytest.raises(ValidationError):
+            OmegaConf.update(cfg, rule.key, value, merge=False)
+
+
 def test_a_refused_value_on_the_command_line_is_one_line_exit_2_and_writes_nothing(tmp_path):
-    proc = run_cli("nanogpt.train", *TINY, "optimizer.beta2=1.0", f"dataset.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    proc = run_cli(
+        "nanogpt.train", *TINY, "optimizer.beta2=1.0", f"dataset.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}", check=False
+    )
     assert one_line_error(proc) == "error: optimizer.beta2=1.0 is invalid: must be in [0, 1)"
     assert list(tmp_path.iterdir()) == []

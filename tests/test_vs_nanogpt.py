@@ -3,7 +3,7 @@
 nanoGPT's `GPT`, `GPTConfig`, `configure_optimizers` and `get_lr` are loaded at test time from its
 files (../shared/anchors/nanoGPT, or the folder NANOGPT_ANCHOR names; nothing of it is copied here),
 and its hyperparameters are read from its train.py and config/train_shakespeare_char.py with the
-README CPU run's command-line overrides. Our side is our own Trainer, built from our default config
+README CPU run's command-line overrides. Our side is our own training run's parts, built from our default config
 (the README CPU run) in float32, so that what is compared is our config, init, batches' use,
 optimizer groups, schedule, clipping and update, not a re-implementation of them.
 """
@@ -30,7 +30,8 @@ from omegaconf import DictConfig
 from nanogpt.config import validate_train
 from nanogpt.distributed import Dist
 from nanogpt.system import resolve_system
-from nanogpt.train import Trainer, lr_at
+from nanogpt.training.loop import lr_at, train_step
+from nanogpt.training.setup import TrainingRun, build
 
 ROOT = Path(__file__).resolve().parents[1]
 ANCHOR = Path(os.environ.get("NANOGPT_ANCHOR") or ROOT.parent / "shared" / "anchors" / "nanoGPT")
@@ -44,8 +45,18 @@ pytestmark = pytest.mark.skipif(
 # --eval_iters=20 --log_interval=1 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128
 # --max_iters=2000 --lr_decay_iters=2000 --dropout=0.0`
 README_CPU_OVERRIDES = dict(
-    device="cpu", compile=False, eval_iters=20, log_interval=1, block_size=64, batch_size=12,
-    n_layer=4, n_head=4, n_embd=128, max_iters=2000, lr_decay_iters=2000, dropout=0.0,
+    device="cpu",
+    compile=False,
+    eval_iters=20,
+    log_interval=1,
+    block_size=64,
+    batch_size=12,
+    n_layer=4,
+    n_head=4,
+    n_embd=128,
+    max_iters=2000,
+    lr_decay_iters=2000,
+    dropout=0.0,
 )
 STEPS = 20
 # Both sides get the same shortened schedule, so that 20 steps cross all three of its phases
@@ -108,13 +119,13 @@ def our_config(data_dir: Path, *overrides: str) -> DictConfig:
         )
     validate_train(cfg)
     if cfg.optimizer.lr_decay_iters is None:
-        cfg.optimizer.lr_decay_iters = cfg.max_iters  # as nanogpt.train does before training
+        cfg.optimizer.lr_decay_iters = cfg.max_iters  # as nanogpt.training does before training
     return cfg
 
 
-def our_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
+def our_trainer(cfg: DictConfig, run_dir: Path) -> TrainingRun:
     system = resolve_system(cfg.system.device, cfg.system.dtype, cfg.system.compile)
-    return Trainer(cfg, run_dir, system, Dist(), None, [], None)
+    return build(cfg, run_dir, system, Dist(), None, [], None)
 
 
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -128,11 +139,25 @@ def test_our_default_config_is_nanogpts_readme_cpu_run(data_dir: Path):
     cfg = our_config(data_dir)
     m, d, o = cfg.model, cfg.dataset, cfg.optimizer
     ours = {
-        "n_layer": m.n_layer, "n_head": m.n_head, "n_embd": m.n_embd, "dropout": m.dropout, "bias": m.bias,
-        "block_size": d.block_size, "batch_size": d.batch_size, "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
-        "learning_rate": o.learning_rate, "min_lr": o.min_lr, "weight_decay": o.weight_decay, "beta1": o.beta1,
-        "beta2": o.beta2, "grad_clip": o.grad_clip, "decay_lr": o.decay_lr, "warmup_iters": o.warmup_iters,
-        "lr_decay_iters": o.lr_decay_iters, "max_iters": cfg.max_iters, "eval_interval": cfg.eval_interval,
+        "n_layer": m.n_layer,
+        "n_head": m.n_head,
+        "n_embd": m.n_embd,
+        "dropout": m.dropout,
+        "bias": m.bias,
+        "block_size": d.block_size,
+        "batch_size": d.batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "learning_rate": o.learning_rate,
+        "min_lr": o.min_lr,
+        "weight_decay": o.weight_decay,
+        "beta1": o.beta1,
+        "beta2": o.beta2,
+        "grad_clip": o.grad_clip,
+        "decay_lr": o.decay_lr,
+        "warmup_iters": o.warmup_iters,
+        "lr_decay_iters": o.lr_decay_iters,
+        "max_iters": cfg.max_iters,
+        "eval_interval": cfg.eval_interval,
         "eval_iters": cfg.eval_iters,
     }
     assert o.name == "adamw"
@@ -148,7 +173,7 @@ def test_same_seed_same_initial_weights(data_dir: Path, tmp_path: Path):
     trainer = our_trainer(cfg, tmp_path / "run")
     torch.manual_seed(1337)
     theirs = nano.GPT(nano.GPTConfig(**{k: settings[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout")}, vocab_size=65))
-    ours = trainer.raw_model.state_dict()
+    ours = trainer.model.state_dict()
     differing = [name for name, tensor in theirs.state_dict().items() if not torch.equal(ours[name], tensor)]
     assert not differing, f"initial weights differ from nanoGPT's in {differing}"
 
@@ -164,7 +189,7 @@ def test_twenty_steps_equal_nanogpt(data_dir: Path, tmp_path: Path, fused: bool)
     settings = {**nanogpt_settings(), "warmup_iters": WARMUP, "lr_decay_iters": DECAY, "max_iters": STEPS}
     cfg = our_config(data_dir, f"optimizer.warmup_iters={WARMUP}", f"optimizer.lr_decay_iters={DECAY}", f"max_iters={STEPS}")
     trainer = our_trainer(cfg, tmp_path)
-    ours = trainer.raw_model
+    ours = trainer.model
     assert all(group["fused"] for group in trainer.optimizer.param_groups)  # our default on a CPU
     if not fused:
         for group in trainer.optimizer.param_groups:
@@ -179,9 +204,7 @@ def test_twenty_steps_equal_nanogpt(data_dir: Path, tmp_path: Path, fused: bool)
     ours.load_state_dict(theirs.state_dict())
     initial = {k: v.clone() for k, v in ours.state_dict().items()}
     assert ours.lm_head.weight is ours.transformer.wte.weight and theirs.lm_head.weight is theirs.transformer.wte.weight
-    their_optimizer = theirs.configure_optimizers(
-        settings["weight_decay"], settings["learning_rate"], (settings["beta1"], settings["beta2"]), "cpu"
-    )
+    their_optimizer = theirs.configure_optimizers(settings["weight_decay"], settings["learning_rate"], (settings["beta1"], settings["beta2"]), "cpu")
     get_lr = nanogpt_get_lr(settings)
 
     # Our trainer draws its batches from the training split; nanoGPT is fed the same ones.
@@ -214,8 +237,8 @@ def test_twenty_steps_equal_nanogpt(data_dir: Path, tmp_path: Path, fused: bool)
     compare_forward()
     lrs = []
     for it in range(STEPS):
-        lr = lr_at(trainer.iter_num, cfg.optimizer, cfg.max_iters)
-        our_loss = trainer.train_step(lr).item()
+        lr = lr_at(trainer.state.iter_num, cfg.optimizer, cfg.max_iters)
+        our_loss = train_step(trainer, lr).item()
         lrs.append(lr)
         differences["lr"] = max(differences["lr"], abs(lr - get_lr(it)))
 
@@ -286,9 +309,24 @@ def test_benchmark_smoke(tmp_path: Path):
     (with the seed key the benchmark adds) and ours, both logs parsed, both checkpoints scored."""
     out = tmp_path / "vs.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "vs_nanogpt.py"), "--seeds", "5", "--max-iters", "5", "--tolerance", "0.05",
-         "--anchor", str(ANCHOR), "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "vs_nanogpt.py"),
+            "--seeds",
+            "5",
+            "--max-iters",
+            "5",
+            "--tolerance",
+            "0.05",
+            "--anchor",
+            str(ANCHOR),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         # One thread per process: on a busy 2-core machine, torch's thread pools of the runs and of
         # other processes spin against each other and a one-minute smoke run takes several.
         env={**os.environ, "OMP_NUM_THREADS": "1"},

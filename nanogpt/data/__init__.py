@@ -11,8 +11,9 @@ hub). Any other `dataset.name` is your own text: files that `dataset.source` nam
 folder or a glob of .txt and .jsonl files), or a Hugging Face dataset (`dataset.hf_path`), with
 `dataset.tokenizer` char, gpt2, bpe (trained on the corpus) or a tokenizer.json of your own.
 
-The modules, each importing only from those listed before it:
-    files        atomic writes, leftover temp files, sha256 of a file
+The modules, each importing only from those listed before it (and from nanogpt.files, the
+atomic writes that datasets share with checkpoints):
+    bundled      the copies of tiny Shakespeare and GPT-2's BPE shipped inside the package
     tokens       token files: their width (uint16/uint32), the incremental writer, the reader
     tokenizers   the Tokenizer protocol: characters, GPT-2's BPE, Hugging Face tokenizers, BPE training
     sources      text files as a stream of documents; tiny Shakespeare; fingerprints
@@ -24,8 +25,7 @@ The modules, each importing only from those listed before it:
 This package re-exports what the rest of nanogpt imports, so `from nanogpt.data import X` works.
 """
 
-from nanogpt.data.batches import TokenFile, open_splits
-from nanogpt.data.files import atomic_file
+from nanogpt.data.batches import EVAL_DATA_STREAM, TRAIN_DATA_STREAM, TokenFile, open_splits, stream_seed
 from nanogpt.data.hub import HubSource
 from nanogpt.data.preparation import BUILTIN_TOKENIZERS, META_FORMAT, dataset_dir, prepare, prepare_config, read_meta
 from nanogpt.data.sources import CORPUS_SUFFIXES, TINY_SHAKESPEARE_DATASETS
@@ -47,6 +47,8 @@ from nanogpt.errors import DataError
 
 __all__ = [
     "BUILTIN_TOKENIZERS",
+    "EVAL_DATA_STREAM",
+    "TRAIN_DATA_STREAM",
     "CORPUS_SUFFIXES",
     "END_OF_TEXT",
     "GPT2_ENCODING",
@@ -60,7 +62,6 @@ __all__ = [
     "HubSource",
     "TokenFile",
     "Tokenizer",
-    "atomic_file",
     "dataset_dir",
     "gpt2_encoding",
     "gpt2_tokenizer",
@@ -71,4 +72,5 @@ __all__ = [
     "prepare_config",
     "read_meta",
     "same_tokenizer",
+    "stream_seed",
 ]

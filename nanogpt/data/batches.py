@@ -11,6 +11,17 @@ import torch
 from nanogpt.data.tokens import read_tokens
 from nanogpt.errors import DataError
 
+# The random streams of batches, each seeded from the run's seed alone: evaluation draws its
+# batches from a generator of its own and so can never shift the training batches, whatever
+# eval_interval or eval_iters are.
+TRAIN_DATA_STREAM = 1
+EVAL_DATA_STREAM = 2
+
+
+def stream_seed(seed: int, stream: int) -> int:
+    """The seed of one batch stream of a run seeded with `seed`."""
+    return (seed * 1_000_003 + stream * 7_919) % (2**63)
+
 
 class TokenFile:
     """The tokens of one split, memory-mapped, with random (input, target) windows drawn from it."""

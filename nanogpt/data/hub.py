@@ -18,8 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlparse
 
-from nanogpt.data.files import file_sha256
 from nanogpt.errors import DataError, first_line
+from nanogpt.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,7 @@ class HubSource:
                 dataset = datasets.load_from_disk(str(local))
                 if isinstance(dataset, datasets.DatasetDict):
                     if self.split not in dataset:
-                        raise DataError(
-                            f"dataset.hf_split={self.split!r} is not in {local} (its splits: {', '.join(dataset)}); set dataset.hf_split"
-                        )
+                        raise DataError(f"dataset.hf_split={self.split!r} is not in {local} (its splits: {', '.join(dataset)}); set dataset.hf_split")
                     dataset = dataset[self.split]
                 return dataset, len(dataset)
             if local is not None:
@@ -144,8 +142,7 @@ class HubSource:
 
     def _no_text_field(self, names: list[str]) -> DataError:
         return DataError(
-            f"dataset.text_field={self.text_field!r} is not a field of {self.describe()} "
-            f"(its fields: {', '.join(names)}); set dataset.text_field"
+            f"dataset.text_field={self.text_field!r} is not a field of {self.describe()} (its fields: {', '.join(names)}); set dataset.text_field"
         )
 
 

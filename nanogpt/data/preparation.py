@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 
 from nanogpt.data.encoding import PIECE_CHARS, SEPARATOR, ParallelEncoder, Unit, pieces, worker_count
-from nanogpt.data.files import atomic_write_bytes, remove_temp_files
 from nanogpt.data.hub import HubSource
 from nanogpt.data.progress import Progress
 from nanogpt.data.sources import Corpus, source_files, source_fingerprint
 from nanogpt.data.tokenizers import CharTokenizer, HFTokenizer, Tokenizer, gpt2_tokenizer, tokenizer_from_file, train_bpe
 from nanogpt.data.tokens import DTYPES, TokenWriter, token_dtype
 from nanogpt.errors import DataError, storage_error, storage_fault
+from nanogpt.files import atomic_write_bytes, remove_temp_files
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from nanogpt.bundled import read_bundled
-from nanogpt.data.files import atomic_write_bytes, file_sha256
+from nanogpt.data.bundled import read_bundled
 from nanogpt.errors import DataError
+from nanogpt.files import atomic_write_bytes, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -199,5 +199,3 @@ def source_fingerprint(files: list[Path]) -> str | None:
     for path in files:
         digest.update(f"{path}\0{file_sha256(path)}\n".encode())
     return digest.hexdigest()
-
-

@@ -26,7 +26,7 @@ import tiktoken
 import tokenizers
 from tiktoken_ext.openai_public import r50k_pat_str
 
-from nanogpt.bundled import read_bundled
+from nanogpt.data.bundled import read_bundled
 from nanogpt.errors import DataError
 
 
@@ -223,9 +223,7 @@ def tokenizer_from_file(spec: str) -> HFTokenizer:
             except (OSError, ValueError) as exc:
                 raise DataError(f"{config_path}: not a readable JSON file ({exc})") from None
     elif not path.is_file():
-        raise DataError(
-            f"dataset.tokenizer={spec!r} is invalid: not char, gpt2 or bpe, and no such tokenizer.json file or folder"
-        )
+        raise DataError(f"dataset.tokenizer={spec!r} is invalid: not char, gpt2 or bpe, and no such tokenizer.json file or folder")
     try:
         tokenizer = tokenizers.Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises plain Exception for every parse error

@@ -11,8 +11,8 @@ from types import TracebackType
 
 import numpy as np
 
-from nanogpt.data.files import sync_and_replace
 from nanogpt.errors import storage_error, storage_fault
+from nanogpt.files import sync_and_replace
 
 UINT16_VOCAB_LIMIT = 2**16
 DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}

@@ -12,9 +12,10 @@ the command (`.hydra/config.yaml`, `overrides.yaml`) hold the value the command 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from hydra.core.override_parser.types import Quote, QuotedString
+
+from nanogpt.config.text import escape_interpolations
 
 # Per primary config (the `config_name` of the command), its free-text keys: False for a key
 # that takes one string, True for a list of strings, one per occurrence of `key=`.
@@ -25,27 +26,6 @@ FREE_TEXT_KEYS: dict[str, dict[str, bool]] = {
 
 # `key=`, `+key=` or `++key=` at the start of an argument; the value is everything after the `=`.
 _OVERRIDE = re.compile(r"(?P<prefix>\+{0,2})(?P<key>[\w.]+)=")
-# `${`, with the backslashes right before it: OmegaConf reads 2n+1 backslashes and `${` as n
-# backslashes and a literal `${`.
-_INTERPOLATION = re.compile(r"(\\*)\$\{")
-
-
-def escape_interpolations(text: str) -> str:
-    """text written for OmegaConf, which reads it back as text: every `${` stays literal (never an
-    interpolation), and so do the backslashes before it. Text without `${` is returned as is."""
-    return _INTERPOLATION.sub(lambda m: "\\" * (2 * len(m[1]) + 1) + "${", text)
-
-
-def as_text(value: Any) -> Any:
-    """value (plain data: a string, or dicts and lists of them, such as a checkpoint's resolved
-    config) with every string escaped, so that OmegaConf reads each back as the same text."""
-    if isinstance(value, str):
-        return escape_interpolations(value)
-    if isinstance(value, dict):
-        return {key: as_text(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [as_text(item) for item in value]
-    return value
 
 
 def hydra_quoted(text: str) -> str:

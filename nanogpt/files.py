@@ -1,4 +1,5 @@
-"""Writing files atomically: readers see the old file or the new one, never a part."""
+"""Writing files so that a crash never leaves half of one: readers see the old file or the new
+one. Datasets, checkpoints, evaluation results and caches are all written this way."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from nanogpt.checkpoint import default_file_mode
 
 TEMP_SUFFIX = ".tmp"
 
@@ -39,6 +38,24 @@ def sync_and_replace(tmp: Path, path: Path) -> None:
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     with atomic_file(path) as tmp:
         tmp.write_bytes(payload)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable: until the folder itself is synced, a power cut can
+    lose the new name even though the file's bytes are on disk."""
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def default_file_mode() -> int:
+    """The mode a plain open() would give a new file (0644 under the usual umask); mkstemp's
+    0600 would hide checkpoints and datasets from the other users of a shared cluster."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def remove_temp_files(folder: Path) -> list[Path]:

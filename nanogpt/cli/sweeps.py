@@ -1,24 +1,26 @@
-"""Hyperparameter search with Optuna (`nanogpt-train -m hparams_search=optuna ...`).
+"""Sweeps (`nanogpt-train -m ...`): the report written when one ends, and hyperparameter search
+with Optuna (`-m hparams_search=optuna ...`).
 
 conf/hparams_search/optuna.yaml chooses hydra-optuna-sweeper (the `sweep` extra). Each trial is
 a training run in a folder of the sweep, and the value Optuna minimizes is what the task returns:
-the run's best val loss, or +inf for a run that failed (nanogpt.cli.run_sweep_job). A failed run
-is thus the worst possible trial: the search goes on, and TPE learns to avoid its region (a
-trial marked failed would tell the sampler nothing). This module holds the preset's resolver and
-its check of the search space, which refuses a search that cannot work in one line before any
-trial runs; the report's part of a search is nanogpt.report's.
+the run's best val loss, or +inf for a run that failed (nanogpt.cli.launch.run_sweep_job). A
+failed run is thus the worst possible trial: the search goes on, and TPE learns to avoid its
+region (a trial marked failed would tell the sampler nothing). This module holds the preset's
+resolver and its check of the search space, which refuses a search that cannot work in one line
+before any trial runs; the report's part of a search is nanogpt.analysis.report's.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from nanogpt.errors import EXIT_USER_ERROR, ConfigError, first_line
+from nanogpt.errors import EXIT_TRAINING_ERROR, EXIT_USER_ERROR, ConfigError, first_line
 
 EXAMPLE_SPACE = "'optimizer.learning_rate=tag(log,interval(1e-4,1e-2))' 'model.n_layer=choice(2,4)'"
 
@@ -72,3 +74,29 @@ class OptunaSearchCheck(Callback):
             # Hydra turns an exception of a callback into a warning and goes on: exit here.
             print(f"error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(EXIT_USER_ERROR) from None
+
+
+class SweepReport(Callback):
+    """Hydra callback (conf/config.yaml): when a multirun ends, write the report into its sweep
+    folder. Where runs failed, the command then exits 1 with one line saying so: a script or CI
+    that runs a sweep must see its failures without reading the table."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from nanogpt.analysis.report import report
+        from nanogpt.analysis.runs import FAILED, ReportError, collect_runs
+
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        try:
+            runs = collect_runs(sweep_dir)
+            print(report(sweep_dir, runs=runs), flush=True)
+            print(f"sweep summary: {sweep_dir / 'summary.md'}, {sweep_dir / 'sweep.png'}", flush=True)
+        except ReportError as exc:
+            print(f"sweep summary: {exc}", flush=True)
+            return
+        failed = [r for r in runs if r.status in FAILED]
+        # Hydra calls this at the end of the sweep whether or not it was interrupted: an
+        # exception on its way out (a Ctrl-C) keeps its own exit status.
+        if failed and sys.exc_info()[0] is None:
+            message = f"{len(failed)} of {len(runs)} runs of the sweep failed; the reasons are in {sweep_dir / 'summary.md'}"
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_TRAINING_ERROR)

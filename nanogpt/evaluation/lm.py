@@ -1,7 +1,7 @@
 """A trained GPT as a model of EleutherAI's lm-evaluation-harness (lm_eval), which then runs any of
-its benchmarks on it: nanogpt.eval (the command) and evaluation during training use it.
+its benchmarks on it: `nanogpt-eval` and evaluation during training use it (nanogpt.evaluation.harness).
 
-    from nanogpt.lm_eval_model import NanoGPTLM
+    from nanogpt.evaluation.lm import NanoGPTLM
     import lm_eval
     lm = NanoGPTLM.from_run("outputs/2026-11-25/17-03-11", batch_size=32)
     results = lm_eval.simple_evaluate(model=lm, tasks=["hellaswag"])
@@ -16,7 +16,7 @@ vocabulary, never the padding rows of a padded embedding. Generation is nanogpt.
 greedy unless a task asks to sample, with the KV cache.
 
 This module imports lm_eval, an optional dependency (`pip install -e ".[eval]"`); import it only
-where benchmarks are asked for (nanogpt.eval.require_lm_eval says what is missing).
+where benchmarks are asked for (nanogpt.evaluation.harness.require_lm_eval says what is missing).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.models.utils import Collator, handle_stop_sequences, normalize_gen_kwargs
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from nanogpt.data import CharTokenizer, DataError, Tokenizer
+from nanogpt.data import CharTokenizer, Tokenizer
+from nanogpt.errors import DataError
 from nanogpt.generation import Continuation, Generator, sample_tokens
 from nanogpt.model import GPT
 from nanogpt.system import System
@@ -59,9 +60,7 @@ class NanoGPTLM(TemplateLM):
         self._warned_unknown = False
 
     @classmethod
-    def from_run(
-        cls, run_dir: str | Path, checkpoint: str = "best", device: str = "auto", dtype: str = "auto", batch_size: int = 16
-    ) -> NanoGPTLM:
+    def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "auto", dtype: str = "auto", batch_size: int = 16) -> NanoGPTLM:
         """A run's checkpoint (`best`, falling back to `last`), loaded as nanogpt-sample loads it."""
         generator = Generator.from_run(run_dir, checkpoint, device, dtype)
         return cls(generator.model, generator.tokenizer, generator.system, batch_size)

@@ -1,6 +1,6 @@
 """Experiment trackers: Weights & Biases (`logger=wandb`) and TensorBoard (`logger=tensorboard`),
-one or several at once (`logger=[wandb,tensorboard]`). Each is a Tracker: train.py logs the same
-scalars and text samples to every tracker through Trackers, and finishes them at the end.
+one or several at once (`logger=[wandb,tensorboard]`). Each is a Tracker: the training loop logs
+the same scalars and text samples to every tracker through Trackers, and finishes them at the end.
 
 Each library is imported only when its tracker is enabled: they cost seconds of start-up.
 wandb without an account or a network logs offline into the run folder (`<run_dir>/wandb/`),
@@ -16,9 +16,14 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from omegaconf import DictConfig
 
+from nanogpt.data import load_tokenizer
 from nanogpt.errors import ConfigError
+from nanogpt.generation import generate_ids
+from nanogpt.model import GPT
+from nanogpt.system import System
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +152,20 @@ class Trackers:
     def finish(self, exit_code: int = 0) -> None:
         for run in self.runs:
             run.finish(exit_code)
+
+
+def sample_text(model: GPT, meta: dict, max_new_tokens: int, system: System) -> str:
+    """A short sample for the trackers, from token 0 and a fixed seed so that the samples of
+    successive evaluations differ only by what the model learnt."""
+    tokenizer = load_tokenizer(meta)
+    generator = torch.Generator(device=system.device).manual_seed(0)
+    idx = torch.tensor([[0]], dtype=torch.long, device=system.device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), system.autocast():
+        out = generate_ids(model, idx, max_new_tokens, temperature=0.8, top_k=200, generator=generator, vocab_size=meta["vocab_size"])
+    model.train(was_training)
+    return tokenizer.decode(out[0].tolist())
 
 
 def _logged_in(wandb: Any) -> bool:

@@ -14,7 +14,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from nanogpt.resume import SWEEP_KEYS_ENV
+from nanogpt.cli.run_folders import SWEEP_KEYS_ENV
+from nanogpt.errors import EXIT_USER_ERROR
 
 
 class SlurmPreflight(Callback):
@@ -29,7 +30,7 @@ class SlurmPreflight(Callback):
         problem = task_problem(config) or slurm_problem(launcher.get("partition"), launcher.get("nodes", 1))
         if problem:
             print(f"error: {problem}", file=sys.stderr, flush=True)
-            raise SystemExit(2)
+            raise SystemExit(EXIT_USER_ERROR)
 
 
 def task_problem(config: DictConfig) -> str | None:

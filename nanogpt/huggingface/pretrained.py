@@ -9,7 +9,7 @@ A GPT-2 folder is what `GPT2LMHeadModel.save_pretrained` writes: config.json plu
 model.safetensors (or pytorch_model.bin). Reading it needs `safetensors` and, for the hub,
 `huggingface_hub`; `transformers` is not needed. Our module names are GPT-2's, so the only
 translation is the layout of four matrices: GPT-2 stores them as Conv1D weights, (in, out),
-where nn.Linear holds (out, in).
+where nn.Linear holds (out, in) (nanogpt.huggingface.layout).
 """
 
 from __future__ import annotations
@@ -30,27 +30,18 @@ from omegaconf import DictConfig
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from nanogpt.checkpoint import CheckpointError
-from nanogpt.config import ConfigError
+from nanogpt.architecture import GPT2_OPTIONS
+from nanogpt.config import PRETRAINED_REPOS
 from nanogpt.data import GPT2_VOCAB_SIZE, same_tokenizer
 from nanogpt.data.hub import HUB_PROBE_TIMEOUT_S
-from nanogpt.errors import first_line
-from nanogpt.model import GPT, GPT2_OPTIONS, GPTConfig
+from nanogpt.errors import CheckpointError, ConfigError, first_line
+from nanogpt.huggingface.layout import CONV1D_WEIGHTS, GELUS
+from nanogpt.model import GPT, GPTConfig
 
 log = logging.getLogger(__name__)
 
-HUB_REPOS = {
-    "gpt2": "openai-community/gpt2",  # 124M
-    "gpt2-medium": "openai-community/gpt2-medium",  # 350M
-    "gpt2-large": "openai-community/gpt2-large",  # 774M
-    "gpt2-xl": "openai-community/gpt2-xl",  # 1558M
-}
 # The files of a hub repo that init_from reads; both land in one snapshot folder of the cache.
 HUB_FILES = ("config.json", "model.safetensors")
-# The matrices GPT-2 stores transposed (Conv1D layout).
-CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-# config.json's activation_function -> nn.GELU's `approximate`.
-GELUS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
 
 
 def load_pretrained(cfg: DictConfig, overridden: list[str], meta: dict) -> dict[str, torch.Tensor]:
@@ -82,7 +73,14 @@ def load_pretrained(cfg: DictConfig, overridden: list[str], meta: dict) -> dict[
     state = _read_weights(folder, cfg.init_from)
     state["transformer.wpe.weight"] = state["transformer.wpe.weight"][: cfg.dataset.block_size]
     _check_names_and_shapes(state, GPTConfig(block_size=cfg.dataset.block_size, **arch), cfg.init_from)
-    log.info("loaded %s weights: %d layers, %d heads, %d wide, vocabulary %d", cfg.init_from, arch["n_layer"], arch["n_head"], arch["n_embd"], arch["vocab_size"])
+    log.info(
+        "loaded %s weights: %d layers, %d heads, %d wide, vocabulary %d",
+        cfg.init_from,
+        arch["n_layer"],
+        arch["n_head"],
+        arch["n_embd"],
+        arch["vocab_size"],
+    )
     return state
 
 
@@ -108,7 +106,7 @@ def _hub_folder(init_from: str) -> Path:
     # huggingface_hub gives its logger a stderr handler of its own and also passes each record
     # on to the root logger, which prints it again: keep only ours (console and train.log).
     logging.getLogger("huggingface_hub").handlers.clear()
-    repo = HUB_REPOS[init_from]
+    repo = PRETRAINED_REPOS[init_from]
     not_cached = f"init_from={init_from}: OpenAI's GPT-2 weights ({repo}) are not in the Hugging Face cache"
     local_copy = "download the folder and pass init_from=hf:<folder>"
     if not constants.HF_HUB_OFFLINE:
@@ -132,7 +130,9 @@ def _hub_folder(init_from: str) -> Path:
             path = Path(huggingface_hub.hf_hub_download(repo, filename))
     except (EntryNotFoundError, HfHubHTTPError, OSError) as exc:
         if constants.HF_HUB_OFFLINE:
-            raise CheckpointError(f"{not_cached}, and HF_HUB_OFFLINE=1 forbids downloading them; unset it and connect once, or {local_copy}") from None
+            raise CheckpointError(
+                f"{not_cached}, and HF_HUB_OFFLINE=1 forbids downloading them; unset it and connect once, or {local_copy}"
+            ) from None
         raise CheckpointError(f"{not_cached} and downloading them failed ({first_line(exc)}); connect once, or {local_copy}") from None
     return path.parent
 
@@ -213,7 +213,11 @@ def _read_weights(folder: Path, init_from: str) -> dict[str, torch.Tensor]:
     safetensors_path, index_path, bin_path = folder / "model.safetensors", folder / "model.safetensors.index.json", folder / "pytorch_model.bin"
     if safetensors_path.is_file() or index_path.is_file():
         try:
-            shards = [safetensors_path] if safetensors_path.is_file() else sorted({folder / f for f in json.loads(index_path.read_text())["weight_map"].values()})
+            shards = (
+                [safetensors_path]
+                if safetensors_path.is_file()
+                else sorted({folder / f for f in json.loads(index_path.read_text())["weight_map"].values()})
+            )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{index_path}: unreadable ({exc.__class__.__name__})") from None
         raw = {}

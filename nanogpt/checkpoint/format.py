@@ -1,6 +1,6 @@
-"""Checkpoints: written atomically, loaded without unpickling code.
+"""A checkpoint file: written atomically, loaded without unpickling code.
 
-A checkpoint is a `torch.save` file holding only tensors, numbers, strings, lists and dicts; the
+A `ckpt_*.pt` is a `torch.save` file holding only tensors, numbers, strings, lists and dicts; the
 resolved config and the dataset's metadata are stored as JSON strings. Loading uses
 `torch.load(weights_only=True)`, which refuses any pickled object, so opening a checkpoint
 from someone else can never run their code.
@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from nanogpt.errors import CheckpointError, StorageError, first_line, storage_error, storage_fault
+from nanogpt.files import default_file_mode, fsync_dir
 from nanogpt.model import GPT, GPTConfig
 
 CKPT_FORMAT = 1
 CKPT_NAMES = {"last": "ckpt_last.pt", "best": "ckpt_best.pt"}
-# system.strategy=fsdp's checkpoints: folders of shards (nanogpt.fsdp).
+# system.strategy=fsdp's checkpoints: folders of shards (nanogpt.checkpoint.sharded).
 SHARDED_NAMES = {"last": "ckpt_last.dcp", "best": "ckpt_best.dcp"}
+# What a kill in the middle of save_checkpoint can leave: its mkstemp file.
+TEMP_PATTERN = ".ckpt_*.pt.*.tmp"
 
 
 def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
@@ -34,49 +35,6 @@ def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
 
 def sharded_checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
     return Path(run_dir) / SHARDED_NAMES[which]
-
-
-def newest_checkpoint(run_dir: str | os.PathLike, which: str) -> Path | None:
-    """The run's `which` checkpoint (best or last), a file or a sharded folder: the newer of the two
-    where a run continued under the other system.strategy holds both, as a resume would choose
-    (load_newest_valid); None where there is neither."""
-    found = [p for p in (checkpoint_path(run_dir, which), sharded_checkpoint_path(run_dir, which)) if p.exists()]
-    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
-
-
-def keep_snapshot(run_dir: Path, iter_num: int, keep_last_k: int) -> None:
-    """Keep ckpt_last as `ckpt_iter_<N>.pt` too (a hard link: no copy, and safe because
-    checkpoints are only ever replaced by rename, never rewritten), and delete all but the
-    newest keep_last_k such snapshots."""
-    last = checkpoint_path(run_dir, "last")
-    snapshot = run_dir / f"ckpt_iter_{iter_num:07d}.pt"
-    try:
-        snapshot.unlink(missing_ok=True)
-        os.link(last, snapshot)
-        for old in sorted(run_dir.glob("ckpt_iter_*.pt"))[:-keep_last_k]:
-            old.unlink()
-    except OSError as exc:
-        raise storage_error(exc) from None
-
-
-def all_checkpoints(run_dir: Path) -> list[Path]:
-    """Every checkpoint of a run folder (files, and the folders of sharded ones), newest first."""
-    paths = [p for p in run_dir.glob("ckpt_*.pt") if p.is_file()] + [p for p in run_dir.glob("ckpt_*.dcp") if p.is_dir()]
-    return sorted(paths, key=lambda p: p.stat().st_mtime_ns, reverse=True)
-
-
-def has_checkpoint(run_dir: Path) -> bool:
-    return bool(all_checkpoints(run_dir))
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename inside `folder` durable: until the folder itself is synced, a power cut can
-    lose the new name even though the file's bytes are on disk."""
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -104,14 +62,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             fault = storage_fault(exc)
             raise storage_error(fault, path) if fault else StorageError(f"{path}: writing it failed ({first_line(exc)})") from None
         raise
-
-
-def default_file_mode() -> int:
-    """The mode a plain open() would give a new file (0644 under the usual umask); mkstemp's
-    0600 would hide checkpoints and datasets from the other users of a shared cluster."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -178,45 +128,3 @@ def check_model_args(state: dict[str, Any], path: Path) -> dict[str, Any]:
         if expected[name].shape != weights[name].shape:
             raise refuse(f"{name} is {tuple(weights[name].shape)}, model_args give {tuple(expected[name].shape)}")
     return args
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Every global random stream, as plain data (numpy's key array becomes a list)."""
-    version, mt_state, gauss = random.getstate()
-    np_state = np.random.get_state(legacy=False)
-    state: dict[str, Any] = {
-        "python": [version, list(mt_state), gauss],
-        "numpy": {
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-            "pos": np_state["state"]["pos"],
-            "has_gauss": np_state["has_gauss"],
-            "gauss": np_state["gauss"],
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        # The stream of this process's own GPU only: a run resumed on a machine with fewer GPUs
-        # (or another CUDA_VISIBLE_DEVICES) must not need a state for every GPU this one saw.
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    version, mt_state, gauss = state["python"]
-    random.setstate((version, tuple(mt_state), gauss))
-    np_state = state["numpy"]
-    np.random.set_state(
-        {
-            "bit_generator": "MT19937",
-            "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
-            "has_gauss": np_state["has_gauss"],
-            "gauss": np_state["gauss"],
-        }
-    )
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        cuda = state["cuda"]
-        if isinstance(cuda, list):  # checkpoints before 2026-11-26 hold every visible GPU's state
-            index = torch.cuda.current_device()
-            cuda = cuda[index] if index < len(cuda) else cuda[0]
-        torch.cuda.set_rng_state(cuda.cpu())

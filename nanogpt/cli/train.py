@@ -1,0 +1,110 @@
+"""`nanogpt-train` (and `python -m nanogpt.train`): train a GPT.
+
+    nanogpt-train                                        # CPU quickstart: tiny Shakespeare, 4-layer model
+    nanogpt-train experiment=shakespeare_char            # nanoGPT's 10.7M-parameter GPU run
+    nanogpt-train init_from=resume run_dir=outputs/2026-11-25/17-03-11
+    nanogpt-train experiment=finetune_shakespeare_cpu    # fine-tune OpenAI's GPT-2 (124M)
+    nanogpt-train experiment=eval_gpt2                   # loss of GPT-2 on OpenWebText
+
+Everything the run produces goes to its run folder (Hydra's output dir): `.hydra/`, `train.log`,
+`metrics.jsonl`, `loss.png`, `ckpt_last.pt`, `ckpt_best.pt`; `.lock` while it trains
+(nanogpt.runlock). The work is nanogpt.training's; this module is Hydra's side of it: the run
+folder, sweep jobs, and how the command ends (nanogpt.errors: a run stopped by a signal exits
+EXIT_STOPPED, one ended at once by a second Ctrl-C EXIT_INTERRUPTED).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from nanogpt.cli.free_text import quote_free_text
+from nanogpt.cli.launch import RunDirGuard, launch, run_or_exit, run_sweep_job
+from nanogpt.cli.run_folders import PROCESS_START, live_runs, note_sweep_keys
+from nanogpt.config import CONF_DIR
+from nanogpt.errors import EXIT_INTERRUPTED, EXIT_STOPPED, ConfigError, RunStopped
+
+log = logging.getLogger("nanogpt.train")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        if sweep:
+            # Re-running a sweep (or SLURM requeueing one of its jobs) continues each job's run.
+            group = "/".join(Path(hydra_cfg.sweep.dir).parts[-2:])
+            return run_sweep_job(lambda: sweep_job(cfg, run_dir, overrides, group), run_dir)
+        return run_or_exit(lambda: train(cfg, run_dir, overrides), undo=lambda: RunDirGuard.undo(run_dir, hydra_cfg.output_subdir))
+    except (RunStopped, KeyboardInterrupt) as exc:
+        # Ending anyway: a further Ctrl-C must not break the clean-up into a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        from nanogpt.checkpoint import has_checkpoint
+
+        kept = has_checkpoint(run_dir)
+        if not sweep and cfg.init_from != "resume" and not kept:
+            remove_unkept_run(run_dir, hydra_cfg.output_subdir)
+        if isinstance(exc, RunStopped):
+            raise SystemExit(EXIT_STOPPED) from None
+        then = f"the last checkpoint in {run_dir} is intact" if kept else "nothing was kept"
+        print(f"error: interrupted; stopped at once, {then}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+
+
+def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float:
+    """One training run in the folder Hydra chose (nanogpt.cli.run_folders)."""
+    from nanogpt import training
+    from nanogpt.checkpoint import has_checkpoint
+
+    if cfg.init_from == "resume" and cfg.run_dir is None:
+        # The resolver chose run_dir: the newest checkpoint under outputs/ that no live run holds.
+        busy = live_runs(Path("outputs").absolute())
+        skipped = f"; skipped {len(busy)} run(s) still training: {', '.join(busy)}" if busy else ""
+        if not has_checkpoint(run_dir):
+            raise ConfigError(f"init_from=resume needs run_dir=<a run folder>: no run with a checkpoint was found under outputs/{skipped}")
+        log.info("init_from=resume without run_dir: chose %s, the run with the newest checkpoint under outputs/%s", run_dir, skipped)
+    return training.train(cfg, run_dir, overrides, launched_at=PROCESS_START)
+
+
+def sweep_job(cfg: DictConfig, run_dir: Path, overrides: list[str], group: str) -> float:
+    """One job of a sweep, in its own folder of the sweep: continued where it holds a checkpoint."""
+    from nanogpt import training
+    from nanogpt.runlock import RunFolderBusy
+
+    try:
+        return training.train(cfg, run_dir, overrides, wandb_group=group, auto_resume=True, launched_at=PROCESS_START)
+    except RunFolderBusy as exc:
+        # Another sweep's job is training in this folder: refuse without the error.txt that
+        # run_sweep_job would write there, which would mark that live run as failed.
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return math.inf
+
+
+def remove_unkept_run(run_dir: Path, output_subdir: str | None) -> None:
+    """A fresh run stopped before its first checkpoint leaves nothing behind: remove the files it
+    wrote, then Hydra's and the folder, where they were made for this command (RunDirGuard)."""
+    for name in ("metrics.jsonl", "loss.png"):
+        (run_dir / name).unlink(missing_ok=True)
+    RunDirGuard.undo(run_dir, output_subdir)
+
+
+def cli() -> None:
+    """`nanogpt-train` and `python -m nanogpt.train`."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: every rank names the run folder by rank 0's start
+        from nanogpt.distributed import agree_on_start_time  # torch: only where there are ranks
+
+        agree_on_start_time()
+    note_sweep_keys(quote_free_text(sys.argv[1:], "config"))  # free text is never a sweep
+    launch(main, "config")
