@@ -13,23 +13,16 @@ prints the write as a share of eval_interval steps. Writes JSON to benchmarks/re
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from harness import RESULTS, ROOT, markdown_table, resolve_device, time_ms, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from train_throughput import resolve_device, synchronize  # noqa: E402
-
-from nanogpt.checkpoint import CKPT_FORMAT, capture_rng_state, save_checkpoint  # noqa: E402
-from nanogpt.config import OptimizerConfig  # noqa: E402
-from nanogpt.model import GPT, GPTConfig  # noqa: E402
-from nanogpt.optim import build_optimizer  # noqa: E402
+from nanogpt.checkpoint import CKPT_FORMAT, capture_rng_state, save_checkpoint
+from nanogpt.config import OptimizerConfig
+from nanogpt.model import GPT, GPTConfig
+from nanogpt.optim import build_optimizer
 
 
 def main() -> None:
@@ -51,35 +44,30 @@ def main() -> None:
     model.to(args.device)
     optimizer = build_optimizer(model, OptimizerConfig(), args.device.split(":")[0])
     x = torch.randint(0, args.vocab, (args.batch_size, args.block_size), device=args.device)
-    step_times = []
-    for i in range(args.steps + 1):
-        t0 = time.perf_counter()
+
+    def step() -> None:
         _, loss = model(x, x)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        synchronize(args.device)
-        if i:
-            step_times.append(time.perf_counter() - t0)
+
+    step_s = time_ms(step, args.steps, device=args.device).median / 1000  # after one warm-up step, which also fills AdamW's state
     state = {
-        "format": CKPT_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "rng": [capture_rng_state()], "config": "{}", "iter_num": 1,
+        "format": CKPT_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": [capture_rng_state()],
+        "config": "{}",
+        "iter_num": 1,
     }
-    write_times = []
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            save_checkpoint(Path(tmp) / "ckpt_last.pt", state)
-            write_times.append(time.perf_counter() - t0)
+        write_s = time_ms(lambda: save_checkpoint(Path(tmp) / "ckpt_last.pt", state), args.repeats, warmup=0).median / 1000
         size = (Path(tmp) / "ckpt_last.pt").stat().st_size
-    write_s, step_s = statistics.median(write_times), statistics.median(step_times)
     share = write_s / (write_s + args.eval_interval * step_s)
     result = {**vars(args), "checkpoint_mb": size / 2**20, "write_s": write_s, "step_s": step_s, "share_of_interval": share}
-    print(f"{'checkpoint':>12} {'write+fsync':>12} {'step':>10} {'interval':>10} {'share':>7}")
-    print(f"{size / 2**20:>10.1f}MB {write_s * 1000:>10.0f}ms {step_s * 1000:>8.0f}ms {args.eval_interval * step_s:>9.1f}s {share:>7.2%}")
-    out = ROOT / "benchmarks" / "results" / "checkpoint_cost.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    row = [f"{size / 2**20:.1f} MB", f"{write_s * 1000:.0f} ms", f"{step_s * 1000:.0f} ms", f"{args.eval_interval * step_s:.1f} s", f"{share:.2%}"]
+    print(markdown_table(["checkpoint", "write+fsync", "step", "interval", "share"], [row], align="rrrrr"))
+    write_json(RESULTS / "checkpoint_cost.json", result)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,11 @@ benchmarks/results/dtype_choice.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's nanogpt, whichever one is installed
-
-from nanogpt.system import cpu_flags, cpu_model_name
+from harness import RESULTS, machine, markdown_table, run_training, write_json
 
 PRESETS = {
     "readme": [],
@@ -39,13 +32,16 @@ def train(overrides: list[str], iters: int, warmup: int, data_dir: Path, env: di
     """Run the training command; the start record and the median ms/iter after the warm-up."""
     with tempfile.TemporaryDirectory() as run_dir:
         log_interval = max(1, min(10, iters // 8))
-        cmd = [
-            sys.executable, "-m", "nanogpt.train", *overrides, f"max_iters={iters}", f"eval_interval={iters + 1}",
-            "eval_iters=1", "eval_at_start=false", "always_save_checkpoint=false", f"log_interval={log_interval}",
-            f"dataset.data_dir={data_dir}", f"hydra.run.dir={run_dir}",
+        timed = [
+            f"max_iters={iters}",
+            f"eval_interval={iters + 1}",
+            "eval_iters=1",
+            "eval_at_start=false",
+            "always_save_checkpoint=false",
+            f"log_interval={log_interval}",
+            f"dataset.data_dir={data_dir}",
         ]
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-        records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+        records, _ = run_training([*overrides, *timed], Path(run_dir), env=env)
     start = next(r for r in records if r["event"] == "start")
     steps = [r["ms_per_iter"] for r in records if r["event"] == "train" and r["iter"] > warmup]
     return {"start": start, "ms_per_iter": statistics.median(steps)}
@@ -55,10 +51,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", choices=list(PRESETS), default=list(PRESETS))
     parser.add_argument("--iters", type=int, help="iterations per run (default: per preset)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dtype_choice.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "dtype_choice.json")
     args = parser.parse_args()
 
-    cpu = f"{cpu_model_name()} ({'with' if 'avx512_bf16' in cpu_flags() else 'without'} AVX512-BF16), {os.cpu_count()} cpus"
+    cpu = machine()
     print(f"CPU: {cpu}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,28 +62,41 @@ def main() -> None:
         for name in args.presets:
             iters = args.iters or ITERS[name]
             warmup = max(1, iters // 4)
-            env = dict(os.environ, NANOGPT_CACHE_DIR=str(Path(tmp) / f"cache-{name}"))
+            env = {"NANOGPT_CACHE_DIR": str(Path(tmp) / f"cache-{name}")}
             auto = train(PRESETS[name], iters, warmup, data_dir, env)
             real = {d: train([*PRESETS[name], f"system.dtype={d}"], iters, warmup, data_dir, env)["ms_per_iter"] for d in ("float32", "bfloat16")}
             probe = auto["start"]["dtype_probe"]
             faster = "bfloat16" if real["float32"] >= 1.05 * real["bfloat16"] else "float32"
-            rows.append({
-                "preset": name, "choice": probe["dtype"], "probe_s": probe["seconds"],
-                "probe_float32_ms": probe["float32_ms"], "probe_bfloat16_ms": probe["bfloat16_ms"],
-                "real_float32_ms": real["float32"], "real_bfloat16_ms": real["bfloat16"], "auto_ms": auto["ms_per_iter"],
-                "right": probe["dtype"] == faster or abs(real["float32"] / real["bfloat16"] - 1) < 0.05,
-            })
+            rows.append(
+                {
+                    "preset": name,
+                    "choice": probe["dtype"],
+                    "probe_s": probe["seconds"],
+                    "probe_float32_ms": probe["float32_ms"],
+                    "probe_bfloat16_ms": probe["bfloat16_ms"],
+                    "real_float32_ms": real["float32"],
+                    "real_bfloat16_ms": real["bfloat16"],
+                    "auto_ms": auto["ms_per_iter"],
+                    "right": probe["dtype"] == faster or abs(real["float32"] / real["bfloat16"] - 1) < 0.05,
+                }
+            )
             print(f"  {name}: done", flush=True)
 
-    print("\n| preset | probe: float32 / bfloat16 ms | probe time | choice | real ms/iter float32 / bfloat16 | auto ms/iter | right |")
-    print("| --- | ---: | ---: | --- | ---: | ---: | --- |")
-    for r in rows:
-        print(
-            f"| {r['preset']} | {r['probe_float32_ms']:.1f} / {r['probe_bfloat16_ms']:.1f} | {r['probe_s']:.2f} s | {r['choice']} "
-            f"| {r['real_float32_ms']:.1f} / {r['real_bfloat16_ms']:.1f} | {r['auto_ms']:.1f} | {'yes' if r['right'] else 'NO'} |"
-        )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"cpu": cpu, "rows": rows}, indent=1))
+    header = ["preset", "probe: float32 / bfloat16 ms", "probe time", "choice", "real ms/iter float32 / bfloat16", "auto ms/iter", "right"]
+    table = [
+        [
+            r["preset"],
+            f"{r['probe_float32_ms']:.1f} / {r['probe_bfloat16_ms']:.1f}",
+            f"{r['probe_s']:.2f} s",
+            r["choice"],
+            f"{r['real_float32_ms']:.1f} / {r['real_bfloat16_ms']:.1f}",
+            f"{r['auto_ms']:.1f}",
+            "yes" if r["right"] else "NO",
+        ]
+        for r in rows
+    ]
+    print("\n" + markdown_table(header, table, align="lrrlrrl"))
+    write_json(args.out, {"cpu": cpu, "rows": rows})
     print(f"\nwrote {args.out}")
 
 

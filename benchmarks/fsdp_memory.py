@@ -7,7 +7,7 @@ optimizer state each rank holds, its peak RSS, and the time of a training step.
 
 For each strategy (ddp, then fsdp) it spawns --world-size fresh CPU processes (gloo), so that each
 process's peak RSS is its own strategy's. Each builds the same GPT (same seed) and wraps it as the
-trainer does (nanogpt.train.wrap_model: DDP; nanogpt.fsdp.shard_model: FSDP2, one unit per block),
+trainer does (nanogpt.training.setup.wrap_model: DDP; nanogpt.fsdp.shard_model: FSDP2, one unit per block),
 with the trainer's optimizer (nanogpt.optim.build_optimizer: fused AdamW, default settings), then
 takes --warmup + --steps training steps (forward, backward, clip_grad_norm_ at 1.0, AdamW step) on
 random batches of --batch-size x --tokens tokens; each rank draws its own (seeded by rank, the same
@@ -28,10 +28,8 @@ import datetime
 import json
 import os
 import resource
-import shlex
 import socket
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,17 +38,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from harness import RESULTS, markdown_table, write_json
 from torch.distributed.tensor import DTensor
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from nanogpt.config import OptimizerConfig  # noqa: E402
-from nanogpt.distributed import Dist  # noqa: E402
-from nanogpt.fsdp import shard_model  # noqa: E402
-from nanogpt.model import GPT, GPTConfig  # noqa: E402
-from nanogpt.optim import build_optimizer  # noqa: E402
-from nanogpt.system import System, cpu_model_name  # noqa: E402
-from nanogpt.train import wrap_model  # noqa: E402
+from nanogpt.config import OptimizerConfig
+from nanogpt.distributed import Dist
+from nanogpt.fsdp import shard_model
+from nanogpt.model import GPT, GPTConfig
+from nanogpt.optim import build_optimizer
+from nanogpt.system import System, cpu_model_name
+from nanogpt.training.setup import wrap_model
 
 GPT2_MEDIUM = dict(n_layer=24, n_head=16, n_embd=1024, vocab=50304, block_size=1024)
 SMOKE = dict(n_layer=2, n_head=2, n_embd=64, vocab=512, block_size=64, tokens=32, steps=2, warmup=1)
@@ -134,10 +131,18 @@ def worker(rank: int, strategy: str, args: argparse.Namespace, port: int, out_di
     if not sharded:
         buckets = sum(int(b) for b in model._get_ddp_logging_data().get("bucket_sizes", "").split(",") if b)
     result = {
-        "rank": rank, "strategy": strategy, "n_params": n_params, **held,
-        "total": held["params"] + held["grads"] + held["optimizer"], "ddp_buckets": buckets,
-        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "rss_after_build": rss_built, "rss_end": rss_now(),
-        "step_ms": [t * 1000 for t in times], "median_step_ms": statistics.median(times) * 1000, "losses": losses,
+        "rank": rank,
+        "strategy": strategy,
+        "n_params": n_params,
+        **held,
+        "total": held["params"] + held["grads"] + held["optimizer"],
+        "ddp_buckets": buckets,
+        "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_after_build": rss_built,
+        "rss_end": rss_now(),
+        "step_ms": [t * 1000 for t in times],
+        "median_step_ms": statistics.median(times) * 1000,
+        "losses": losses,
     }
     Path(out_dir, f"{strategy}_{rank}.json").write_text(json.dumps(result))
     dist.barrier()
@@ -169,7 +174,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first ones touch fresh memory: gradients, AdamW state)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the warm-up")
     parser.add_argument("--world-size", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fsdp_memory.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "fsdp_memory.json")
     args = parser.parse_args()
     if args.smoke:
         for key, value in SMOKE.items():
@@ -183,41 +188,46 @@ def main() -> None:
     loss_diff = max(abs(a - b) for d, f in zip(ddp, fsdp) for a, b in zip(d["losses"], f["losses"]))
 
     cols = [f"{s.upper()} rank {r['rank']}" for s in results for r in results[s]]
-    print(f"\n{ddp[0]['n_params'] / 1e6:.1f}M parameters, float32, {args.world_size} gloo ranks on {cpu_model_name()}; "
-          f"batch {args.batch_size} x {args.tokens} tokens; median of {args.steps} steps after {args.warmup} warm-up\n")
-    print("| per rank | " + " | ".join(cols) + " | FSDP/DDP |")
-    print("| --- |" + " ---: |" * (len(cols) + 1))
+    print(
+        f"\n{ddp[0]['n_params'] / 1e6:.1f}M parameters, float32, {args.world_size} gloo ranks on {cpu_model_name()}; "
+        f"batch {args.batch_size} x {args.tokens} tokens; median of {args.steps} steps after {args.warmup} warm-up\n"
+    )
 
-    def row(label: str, key: str, scale: float = MB, fmt: str = "{:,.1f} MiB") -> None:
-        values = [r[key] for s in results for r in results[s]]
+    def row(label: str, key: str, scale: float = MB, fmt: str = "{:,.1f} MiB") -> list[str]:
         d, f = max(r[key] for r in ddp), max(r[key] for r in fsdp)
-        ratio_cell = f"{f / d:.3f}x" if d else "-"
-        print(f"| {label} | " + " | ".join(fmt.format(v / scale) for v in values) + f" | {ratio_cell} |")
+        return [label, *(fmt.format(r[key] / scale) for s in results for r in results[s]), f"{f / d:.3f}x" if d else "-"]
 
-    row("parameters", "params")
-    row("gradients", "grads")
-    row("AdamW state", "optimizer")
-    row("**parameters + gradients + AdamW state**", "total")
-    row("DDP all-reduce buckets", "ddp_buckets")
-    row("peak RSS (ru_maxrss)", "peak_rss")
-    row("RSS after the model is built", "rss_after_build")
-    row("RSS after the last step", "rss_end")
-    row("ms/step (median)", "median_step_ms", 1.0, "{:,.0f}")
-    print(f"\nparameters + gradients + AdamW state per rank: DDP {worst['ddp']['total']:,} bytes, "
-          f"FSDP {worst['fsdp']['total']:,} bytes: {ratio:.3f}x (issue 18 target: <= 0.6x)")
+    rows = [
+        row("parameters", "params"),
+        row("gradients", "grads"),
+        row("AdamW state", "optimizer"),
+        row("**parameters + gradients + AdamW state**", "total"),
+        row("DDP all-reduce buckets", "ddp_buckets"),
+        row("peak RSS (ru_maxrss)", "peak_rss"),
+        row("RSS after the model is built", "rss_after_build"),
+        row("RSS after the last step", "rss_end"),
+        row("ms/step (median)", "median_step_ms", 1.0, "{:,.0f}"),
+    ]
+    print(markdown_table(["per rank", *cols, "FSDP/DDP"], rows))
+    print(
+        f"\nparameters + gradients + AdamW state per rank: DDP {worst['ddp']['total']:,} bytes, "
+        f"FSDP {worst['fsdp']['total']:,} bytes: {ratio:.3f}x (issue 18 target: <= 0.6x)"
+    )
     print(f"step time FSDP/DDP: {overhead:.2f}x; largest loss difference between the strategies: {loss_diff:.2e}")
 
     out = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "cpu": cpu_model_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+        "cpu": cpu_model_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "fsdp_over_ddp_bytes": ratio, "fsdp_over_ddp_step_time": overhead,
-        "fsdp_over_ddp_peak_rss": worst["fsdp"]["peak_rss"] / worst["ddp"]["peak_rss"], "max_loss_difference": loss_diff,
+        "fsdp_over_ddp_bytes": ratio,
+        "fsdp_over_ddp_step_time": overhead,
+        "fsdp_over_ddp_peak_rss": worst["fsdp"]["peak_rss"] / worst["ddp"]["peak_rss"],
+        "max_loss_difference": loss_diff,
         "per_rank": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -12,22 +12,15 @@ JSON to benchmarks/results/option_cost.json.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import torch
+from data_loader import MODERN
+from harness import RESULTS, Timing, append_json, markdown_table, resolve_device, time_ms
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from data_loader import MODERN  # noqa: E402
-from train_throughput import machine, resolve_device, synchronize  # noqa: E402
-
-from nanogpt.config import OptimizerConfig  # noqa: E402
-from nanogpt.model import GPT, GPTConfig  # noqa: E402
-from nanogpt.optim import build_optimizer  # noqa: E402
+from nanogpt.config import OptimizerConfig
+from nanogpt.model import GPT, GPTConfig
+from nanogpt.optim import build_optimizer
 
 
 def make_step(options: dict, optimizer_name: str, args: argparse.Namespace):
@@ -43,7 +36,6 @@ def make_step(options: dict, optimizer_name: str, args: argparse.Namespace):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        synchronize(args.device)
 
     return step
 
@@ -57,7 +49,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=8, help="timed rounds of two steps per variant")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (as system.device)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "option_cost.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "option_cost.json")
     args = parser.parse_args()
     args.device = resolve_device(args.device)
 
@@ -68,22 +60,15 @@ def main() -> None:
     steps = {name: make_step(options, opt, args) for name, (options, opt) in variants.items()}
     for step in steps.values():
         step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    times = {name: Timing([]) for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            step()
-            times[name].append((time.perf_counter() - start) / 2 * 1000)
+            times[name].ms.append(time_ms(lambda: (step(), step()), 1, warmup=0, device=args.device).median / 2)
 
-    rows = {name: statistics.median(t) for name, t in times.items()}
+    rows = {name: t.median for name, t in times.items()}
     print(f"{args.n_layer}/{args.n_head}/{args.n_embd}, batch {args.batch} x {args.block}, float32, {args.device}, {torch.get_num_threads()} threads")
-    print(f"{'variant':<32} {'ms/step':>8}")
-    for name, ms in rows.items():
-        print(f"{name:<32} {ms:>8.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps(existing + [{"machine": machine(), "args": vars(args) | {"out": str(args.out)}, "ms_per_step": rows}], indent=1) + "\n")
+    print(markdown_table(["variant", "ms/step"], [[name, f"{ms:.1f}"] for name, ms in rows.items()]))
+    append_json(args.out, {"args": vars(args) | {"out": str(args.out)}, "ms_per_step": rows})
 
 
 if __name__ == "__main__":

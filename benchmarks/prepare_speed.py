@@ -19,19 +19,14 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from train_throughput import machine  # noqa: E402
+from harness import RESULTS, append_json, machine, markdown_table, run_command
 
-from nanogpt.bundled import read_bundled  # noqa: E402
-from nanogpt.data.encoding import worker_count  # noqa: E402
-from nanogpt.system import cpu_flags  # noqa: E402
+from nanogpt.data.bundled import read_bundled
+from nanogpt.data.encoding import worker_count
 
 # nanoGPT's data/shakespeare/prepare.py, with GPT-2's encoding built from the package's ranks (the
 # same tokens as tiktoken.get_encoding("gpt2"), offline).
@@ -68,17 +63,23 @@ print(seconds, hwm * 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrs
 
 def measure(script: str, corpus: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([sys.executable, "-c", script, str(corpus), str(out)], cwd=ROOT, capture_output=True, text=True, check=True)
-    seconds, own, worker, workers = proc.stdout.split()[-4:]
+    _, stdout = run_command([sys.executable, "-c", script, str(corpus), str(out)])
+    seconds, own, worker, workers = stdout.split()[-4:]
     peak = int(own) + int(workers) * int(worker)
-    return {"seconds": float(seconds), "peak_rss_bytes": peak, "process_rss_bytes": int(own), "worker_rss_bytes": int(worker), "workers": int(workers)}
+    return {
+        "seconds": float(seconds),
+        "peak_rss_bytes": peak,
+        "process_rss_bytes": int(own),
+        "worker_rss_bytes": int(worker),
+        "workers": int(workers),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000, 2000], help="corpus sizes, MB")
     parser.add_argument("--baseline-max-mb", type=int, default=1000, help="largest corpus the baseline runs on (about 12 GB of RSS per 1,000 MB)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prepare_speed.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "prepare_speed.json")
     args = parser.parse_args()
 
     text = read_bundled("tinyshakespeare.txt").decode()
@@ -94,8 +95,7 @@ def main() -> None:
             if size_mb <= args.baseline_max_mb:
                 row["baseline"] = measure(BASELINE, corpus, Path(tmp) / "base")
                 same = all(
-                    filecmp.cmp(Path(tmp) / "ours" / "corpus" / f"{s}.bin", Path(tmp) / "base" / f"{s}.bin", shallow=False)
-                    for s in ("train", "val")
+                    filecmp.cmp(Path(tmp) / "ours" / "corpus" / f"{s}.bin", Path(tmp) / "base" / f"{s}.bin", shallow=False) for s in ("train", "val")
                 )
                 row["identical_token_files"] = same
             for side in ("ours", "baseline"):
@@ -104,24 +104,25 @@ def main() -> None:
             rows.append(row)
             corpus.unlink()
 
-    flags = cpu_flags()
-    isa = "AVX-512 BF16" if "avx512_bf16" in flags else "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    print(f"\nPreparing GPT-2 token files: {machine()} ({isa}), {worker_count()} workers\n")
-    print("| corpus | nanoGPT recipe, 1 process | ours, streamed | speed-up | peak RSS, nanoGPT recipe | peak RSS, ours | same files |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"\nPreparing GPT-2 token files: {machine()}, {worker_count()} workers\n")
+    header = ["corpus", "nanoGPT recipe, 1 process", "ours, streamed", "speed-up", "peak RSS, nanoGPT recipe", "peak RSS, ours", "same files"]
+    table = []
     for row in rows:
         ours, base = row["ours"], row.get("baseline")
         gb = lambda b: f"{b / 1e9:.2f} GB"  # noqa: E731
-        base_speed = f"{base['mb_per_s']:.1f} MB/s" if base else "not run"
-        speed_up = f"{ours['mb_per_s'] / base['mb_per_s']:.2f}x" if base else "-"
-        base_rss = gb(base["peak_rss_bytes"]) if base else "-"
-        print(
-            f"| {row['corpus_mb']:,.0f} MB | {base_speed} | {ours['mb_per_s']:.1f} MB/s | {speed_up} | {base_rss} | "
-            f"{gb(ours['peak_rss_bytes'])} | {row.get('identical_token_files', '-')} |"
+        table.append(
+            [
+                f"{row['corpus_mb']:,.0f} MB",
+                f"{base['mb_per_s']:.1f} MB/s" if base else "not run",
+                f"{ours['mb_per_s']:.1f} MB/s",
+                f"{ours['mb_per_s'] / base['mb_per_s']:.2f}x" if base else "-",
+                gb(base["peak_rss_bytes"]) if base else "-",
+                gb(ours["peak_rss_bytes"]),
+                row.get("identical_token_files", "-"),
+            ]
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps(existing + [{"machine": f"{machine()} ({isa})", "rows": rows}], indent=1) + "\n")
+    print(markdown_table(header, table, align="lllllll"))
+    append_json(args.out, {"rows": rows})
     print(f"\nappended to {args.out}")
 
 

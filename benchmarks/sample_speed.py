@@ -34,8 +34,6 @@ import importlib.util
 import json
 import os
 import pickle
-import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -46,22 +44,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this checkout's nanogpt, whichever one is installed
+from harness import ANCHOR, RESULTS, ROOT, child_env, machine, markdown_row, markdown_table, run_command, writable_copy, write_json
 
 from nanogpt.checkpoint import CKPT_FORMAT, save_checkpoint
 from nanogpt.data import CharTokenizer
 from nanogpt.generation import Generator, sample_tokens
 from nanogpt.model import GPT, GPTConfig
-from nanogpt.system import System, cpu_flags
+from nanogpt.system import System
 
 SHAKESPEARE_CHARS = list("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 SMALL = dict(vocab_size=len(SHAKESPEARE_CHARS), block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.0, bias=False)
 PROMPT = "\n"
 CLI_PROMPT = "ROMEO:"
 PARTS = ("floor", "nanogpt", "paths", "start")
-DEFAULT_ANCHOR = ROOT.parent / "shared" / "anchors" / "nanoGPT"
 
 # ----------------------------------------------------------------------------- decode step vs floor
 
@@ -143,10 +138,7 @@ def write_nanogpt_copy(anchor: Path, folder: Path, model: GPT) -> Path:
     """A writable copy of nanoGPT's scripts with the model as its train.py writes it: out/ckpt.pt
     (model_args, the state dict, the config naming the dataset) and data/shakespeare_char/meta.pkl
     (the character vocabulary, which its sample.py reads from the dataset named in the config)."""
-    copy = folder / "nanoGPT"
-    shutil.copytree(anchor, copy)
-    for path in copy.rglob("*"):
-        path.chmod(path.stat().st_mode | 0o200)
+    copy = writable_copy(anchor, folder / "nanoGPT")
     (copy / "out").mkdir()
     state_dict = {name: tensor.clone() for name, tensor in model.state_dict().items()}  # tied weights: two entries, as nanoGPT saves them
     torch.save({"model_args": SMALL, "model": state_dict, "config": {"dataset": "shakespeare_char"}}, copy / "out" / "ckpt.pt")
@@ -157,22 +149,32 @@ def write_nanogpt_copy(anchor: Path, folder: Path, model: GPT) -> Path:
     return copy
 
 
-def timed(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
-    start = time.perf_counter()
-    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command[:4])} ... failed:\n{proc.stderr[-3000:]}")
-    return elapsed, proc.stdout
-
-
 def ours(run_dir: Path, tokens: int, *options: str) -> list[str]:
-    return [sys.executable, "-m", "nanogpt.sample", f"run_dir={run_dir}", "num_samples=1", f"max_new_tokens={tokens}", f"prompt={CLI_PROMPT}", *options]
+    return [
+        sys.executable,
+        "-m",
+        "nanogpt.sample",
+        f"run_dir={run_dir}",
+        "num_samples=1",
+        f"max_new_tokens={tokens}",
+        f"prompt={CLI_PROMPT}",
+        *options,
+    ]
 
 
 def nanogpts(tokens: int, *options: str) -> list[str]:
-    return [sys.executable, "sample.py", "--out_dir=out", "--device=cpu", "--dtype=float32", "--compile=False", "--num_samples=1",
-            f"--max_new_tokens={tokens}", f"--start={CLI_PROMPT}", *options]  # fmt: skip
+    return [
+        sys.executable,
+        "sample.py",
+        "--out_dir=out",
+        "--device=cpu",
+        "--dtype=float32",
+        "--compile=False",
+        "--num_samples=1",
+        f"--max_new_tokens={tokens}",
+        f"--start={CLI_PROMPT}",
+        *options,
+    ]
 
 
 def nanogpt_text(stdout: str) -> str:
@@ -223,20 +225,26 @@ def cli_vs_nanogpt(model: GPT, anchor: Path, tokens: int, repeats: int, env: dic
         # same sliding window (a weak check on its own: random weights repeat a character or two).
         logits_error = nanogpt_logits_error(nano_dir, model)
         greedy = 100
-        _, our_greedy = timed(ours(run_dir, greedy, "top_k=1", "window=slide"), ROOT, env)
-        _, nano_greedy = timed(nanogpts(greedy, "--top_k=1"), nano_dir, env)
+        _, our_greedy = run_command(ours(run_dir, greedy, "top_k=1", "window=slide"), ROOT, env)
+        _, nano_greedy = run_command(nanogpts(greedy, "--top_k=1"), nano_dir, env)
         same_text = our_greedy.removesuffix("\n") == nanogpt_text(nano_greedy)
-        print(f"same model: logits differ by at most {logits_error:.1e}; greedy, {greedy} tokens: "
-              f"{'the same text' if same_text else 'DIFFERENT texts'}", flush=True)  # fmt: skip
+        print(
+            f"same model: logits differ by at most {logits_error:.1e}; greedy, {greedy} tokens: "
+            f"{'the same text' if same_text else 'DIFFERENT texts'}",
+            flush=True,
+        )
         result: dict = {"tokens": tokens, "logits_max_abs_diff": logits_error, "greedy_tokens": greedy, "greedy_same_text": same_text}
         commands = (("ours", lambda n: ours(run_dir, n), ROOT, repeats), ("nanogpt", nanogpts, nano_dir, 1))
         for name, command, cwd, runs in commands:
-            one = [timed(command(1), cwd, env)[0] for _ in range(repeats)]
-            full = [timed(command(tokens), cwd, env)[0] for _ in range(runs)]
+            one = [run_command(command(1), cwd, env)[0] for _ in range(repeats)]
+            full = [run_command(command(tokens), cwd, env)[0] for _ in range(runs)]
             per_token = (statistics.median(full) - statistics.median(one)) / (tokens - 1) * 1e3
             result[name] = {"one_token_s": one, "all_tokens_s": full, "ms_per_token_by_difference": per_token, "ms_per_token": per_token}
-            print(f"{name:>8}: 1 token {statistics.median(one):.2f} s, {tokens} tokens {statistics.median(full):.2f} s: "
-                  f"{per_token:.2f} ms per generated token", flush=True)  # fmt: skip
+            print(
+                f"{name:>8}: 1 token {statistics.median(one):.2f} s, {tokens} tokens {statistics.median(full):.2f} s: "
+                f"{per_token:.2f} ms per generated token",
+                flush=True,
+            )
         streamed = [streamed_ms_per_token(run_dir, tokens, env) for _ in range(repeats)]
         result["ours"].update(ms_per_token=statistics.median(streamed), streamed_ms_per_token=streamed)
         print(f"{'ours':>8}: stream=true, from the first generated character: {statistics.median(streamed):.2f} ms per token", flush=True)
@@ -284,7 +292,8 @@ def paths_table(model: GPT, tokens: int, batches: list[int], repeats: int) -> li
     generator = Generator(model, CharTokenizer(SHAKESPEARE_CHARS), System(device="cpu", dtype="float32", compile=False))
     paths = [("naive", False, "slide"), ("kv", True, "slide"), ("naive", False, "halve"), ("kv", True, "halve")]
     rows = []
-    print(f"{'path':>6} {'window':>6} {'batch':>5} {'tokens/s':>9} {'first token ms':>14} {'vs naive slide':>14} {'vs naive same window':>20}")
+    # The rows are printed as they are measured: a whole table takes minutes.
+    print(markdown_table(["path", "window", "batch", "tokens/s", "first token ms", "vs naive slide", "vs naive same window"], [], "llrrrrr"))
     for batch in batches:
         time_generation(generator, 8, batch, True, "slide")  # warm-up: first-call allocations
         by_path: dict[tuple[str, str], float] = {}
@@ -303,29 +312,12 @@ def paths_table(model: GPT, tokens: int, batches: list[int], repeats: int) -> li
             row["speedup_vs_naive_slide"] = row["tokens_per_s"] / by_path["naive", "slide"]
             row["speedup_vs_naive_same_window"] = row["tokens_per_s"] / by_path["naive", window]
             rows.append(row)
-            print(
-                f"{name:>6} {window:>6} {batch:>5} {row['tokens_per_s']:>9.1f} {row['first_token_ms']:>14.1f} "
-                f"{row['speedup_vs_naive_slide']:>13.1f}x {row['speedup_vs_naive_same_window']:>19.1f}x",
-                flush=True,
-            )
+            cells = [f"{row['tokens_per_s']:.1f}", f"{row['first_token_ms']:.1f}", f"{row['speedup_vs_naive_slide']:.1f}x"]
+            print(markdown_row([name, window, batch, *cells, f"{row['speedup_vs_naive_same_window']:.1f}x"]), flush=True)
     return rows
 
 
 # ----------------------------------------------------------------------------- main
-
-
-def machine() -> str:
-    flags = cpu_flags()
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-    if "avx512_bf16" in flags:
-        isa += " with avx512_bf16"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core {cpu}, {isa}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def main() -> None:
@@ -333,37 +325,41 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--rounds", type=int, default=200, help="floor: rounds of 5 floor passes and 5 decode steps")
     parser.add_argument("--cli-tokens", type=int, default=1000, help="nanogpt: tokens per command run")
-    parser.add_argument("--anchor", type=Path, default=DEFAULT_ANCHOR, help="nanogpt: nanoGPT's folder (read-only; copied)")
+    parser.add_argument("--anchor", type=Path, default=ANCHOR, help="nanogpt: nanoGPT's folder (read-only; copied)")
     parser.add_argument("--tokens", type=int, default=1000, help="paths: tokens per generation")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="paths: batch sizes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads, here and in the commands (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sample_speed.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "sample_speed.json")
     args = parser.parse_args()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     if args.threads:
         torch.set_num_threads(args.threads)
-        env["OMP_NUM_THREADS"] = str(args.threads)
+    env = child_env({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(**SMALL)).eval()
     # The load average says how shared the machine was: timings of a shared machine vary by 2x.
-    result: dict = {"machine": machine(), "model": SMALL, "repeats": args.repeats, "load_average_before": os.getloadavg()}
+    result: dict = {"machine": machine(), "torch": torch.__version__, "model": SMALL, "repeats": args.repeats, "load_average_before": os.getloadavg()}
     print(f"{result['machine']}; load average {result['load_average_before'][0]:.1f}", flush=True)
 
     if "floor" in args.parts:
         floor = result["decode_vs_floor"] = decode_vs_floor(model, args.rounds)
-        print(f"\n{'':>26} {'median ms':>9}\n{'matvec floor':>26} {floor['floor_ms']:>9.3f}   "
-              f"({floor['matvecs']} products, {floor['weight_mb']:.1f} MB at {floor['floor_gb_per_s']:.1f} GB/s)\n"
-              f"{'decode step (batch 1, KV)':>26} {floor['decode_step_ms']:>9.3f}   "
-              f"(mean with window rebuilds {floor['decode_step_mean_ms']:.3f})\n"
-              f"{'decode step / floor':>26} {floor['ratio']:>9.2f}x  (median of per-round ratios {floor['median_round_ratio']:.2f}x)",
-              flush=True)  # fmt: skip
+        print(
+            f"\n{'':>26} {'median ms':>9}\n{'matvec floor':>26} {floor['floor_ms']:>9.3f}   "
+            f"({floor['matvecs']} products, {floor['weight_mb']:.1f} MB at {floor['floor_gb_per_s']:.1f} GB/s)\n"
+            f"{'decode step (batch 1, KV)':>26} {floor['decode_step_ms']:>9.3f}   "
+            f"(mean with window rebuilds {floor['decode_step_mean_ms']:.3f})\n"
+            f"{'decode step / floor':>26} {floor['ratio']:>9.2f}x  (median of per-round ratios {floor['median_round_ratio']:.2f}x)",
+            flush=True,
+        )
     if "nanogpt" in args.parts:
         print(f"\npython -m nanogpt.sample vs nanoGPT's sample.py, {CLI_PROMPT!r}, per generated token:", flush=True)
         vs = result["cli_vs_nanogpt"] = cli_vs_nanogpt(model, args.anchor, args.cli_tokens, args.repeats, env)
-        print(f"{'':>8}  ours {vs['ours']['ms_per_token']:.2f} ms, nanoGPT {vs['nanogpt']['ms_per_token']:.2f} ms: "
-              f"{vs['speedup']:.1f}x (bfloat16 weights: {vs['speedup_bfloat16']:.1f}x)", flush=True)  # fmt: skip
+        print(
+            f"{'':>8}  ours {vs['ours']['ms_per_token']:.2f} ms, nanoGPT {vs['nanogpt']['ms_per_token']:.2f} ms: "
+            f"{vs['speedup']:.1f}x (bfloat16 weights: {vs['speedup_bfloat16']:.1f}x)",
+            flush=True,
+        )
     if "paths" in args.parts:
         print(f"\n{args.tokens} tokens; medians of {args.repeats}", flush=True)
         result["rows"] = paths_table(model, args.tokens, args.batch, args.repeats)
@@ -376,8 +372,7 @@ def main() -> None:
 
     result["load_average_after"] = os.getloadavg()
     print(f"load average {result['load_average_after'][0]:.1f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

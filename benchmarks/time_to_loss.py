@@ -13,17 +13,14 @@ benchmarks/results/time_to_loss.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from train_throughput import SHARED_CORPUS, machine, train  # noqa: E402
+from harness import RESULTS, SHARED_CORPUS, append_json, markdown_table, run_command
+from train_throughput import train
 
 
 def run_once(overrides: list[str], workdir: Path, target: float) -> dict:
@@ -33,8 +30,12 @@ def run_once(overrides: list[str], workdir: Path, target: float) -> dict:
     end = next(r for r in records if r["event"] == "end")
     hit = next((r for r in evals if r["val_loss"] <= target), None)
     return {
-        "wall_s": wall, "startup_s": start["startup_s"], "iters": evals[-1]["iter"], "final_val_loss": evals[-1]["val_loss"],
-        "best_val_loss": end["best_val_loss"], "reached_s": start["startup_s"] + hit["time"] if hit else None,
+        "wall_s": wall,
+        "startup_s": start["startup_s"],
+        "iters": evals[-1]["iter"],
+        "final_val_loss": evals[-1]["val_loss"],
+        "best_val_loss": end["best_val_loss"],
+        "reached_s": start["startup_s"] + hit["time"] if hit else None,
         "peak_memory_mb": end.get("peak_memory_mb"),
     }
 
@@ -44,32 +45,43 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides, as for python -m nanogpt.train")
     parser.add_argument("--target", type=float, required=True, help="the validation loss to reach")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "time_to_loss.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "time_to_loss.json")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         # Prepare the dataset once, untimed: a user's second run never pays for it either.
-        subprocess.run([sys.executable, "-m", "nanogpt.train", *args.overrides, "max_iters=0", f"hydra.run.dir={tmp}/prepare",
-                        *([f"dataset.source={SHARED_CORPUS}"] if SHARED_CORPUS.is_file() else [])],
-                       cwd=ROOT, check=True, capture_output=True)
+        source = [f"dataset.source={SHARED_CORPUS}"] if SHARED_CORPUS.is_file() else []
+        run_command([sys.executable, "-m", "nanogpt.train", *args.overrides, "max_iters=0", f"hydra.run.dir={tmp}/prepare", *source])
         runs = [run_once(args.overrides, Path(tmp), args.target) for _ in range(args.repeats)]
 
-    print(f"{'run':>4} {'iters':>6} {'final val':>10} {'reached ' + str(args.target):>14} {'wall':>8} {'start-up':>9} {'peak MiB':>9}")
-    for i, r in enumerate(runs, 1):
-        reached = f"{r['reached_s']:.1f}s" if r["reached_s"] is not None else "never"
-        print(f"{i:>4} {r['iters']:>6} {r['final_val_loss']:>10.4f} {reached:>14} {r['wall_s']:>7.1f}s {r['startup_s']:>8.2f}s {r['peak_memory_mb'] or 0:>9.0f}")
+    header = ["run", "iters", "final val", f"reached {args.target}", "wall", "start-up", "peak MiB"]
+    rows = [
+        [
+            i,
+            r["iters"],
+            f"{r['final_val_loss']:.4f}",
+            f"{r['reached_s']:.1f} s" if r["reached_s"] is not None else "never",
+            f"{r['wall_s']:.1f} s",
+            f"{r['startup_s']:.2f} s",
+            f"{r['peak_memory_mb'] or 0:.0f}",
+        ]
+        for i, r in enumerate(runs, 1)
+    ]
+    print(markdown_table(header, rows, align="rrrrrrr"))
     reached = [r["reached_s"] for r in runs if r["reached_s"] is not None]
     result = {
-        "overrides": args.overrides, "target": args.target, "runs": runs, "machine": machine(),
+        "overrides": args.overrides,
+        "target": args.target,
+        "runs": runs,
         "median_final_val_loss": statistics.median(r["final_val_loss"] for r in runs),
         "median_wall_s": statistics.median(r["wall_s"] for r in runs),
         "median_reached_s": statistics.median(reached) if len(reached) == len(runs) else None,
     }
-    print(f"median: final val loss {result['median_final_val_loss']:.4f}, wall {result['median_wall_s']:.1f}s, "
-          f"target reached in {len(reached)}/{len(runs)} runs" + (f", median {result['median_reached_s']:.1f}s" if result["median_reached_s"] else ""))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps(existing + [result], indent=1) + "\n")
+    print(
+        f"median: final val loss {result['median_final_val_loss']:.4f}, wall {result['median_wall_s']:.1f}s, "
+        f"target reached in {len(reached)}/{len(runs)} runs" + (f", median {result['median_reached_s']:.1f}s" if result["median_reached_s"] else "")
+    )
+    append_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -15,67 +15,21 @@ give the medians reported. Prints a table and writes JSON to benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
-
-
-def machine() -> str:
-    """The CPU model and core count (and the GPU, where torch sees one)."""
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{name}, {os.cpu_count()} cpus"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            text += f", {torch.cuda.get_device_name()}"
-    except ImportError:
-        pass
-    return text
-
-
-def resolve_device(name: str) -> str:
-    """A --device: "auto" is the training command's choice (a CUDA GPU, then Apple's, then the CPU)."""
-    from nanogpt.system import resolve_system
-
-    return resolve_system(name, "float32", "false").device
-
-
-def synchronize(device: str) -> None:
-    """Wait for the work queued on the device, so that a timer stops when it is done."""
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    elif device == "mps":
-        torch.mps.synchronize()
+from harness import RESULTS, SHARED_CORPUS, append_json, markdown_table, run_training
 
 
 def train(overrides: list[str], run_dir: Path) -> tuple[list[dict], float]:
     """Run `python -m nanogpt.train <overrides>` into run_dir (on ../shared's corpus where there
     is one); its metrics.jsonl records and the command's wall time, launch to exit."""
-    args = [sys.executable, "-m", "nanogpt.train", *overrides, f"hydra.run.dir={run_dir}"]
     if SHARED_CORPUS.is_file() and not any(o.startswith("dataset.source=") for o in overrides):
-        args.append(f"dataset.source={SHARED_CORPUS}")
-    started = time.time()
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
-    wall = time.time() - started
-    if proc.returncode != 0:
-        sys.exit(f"training failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()], wall
+        overrides = [*overrides, f"dataset.source={SHARED_CORPUS}"]
+    return run_training(overrides, run_dir)
 
 
 def run_once(overrides: list[str], iters: int, warmup: int, workdir: Path) -> dict:
@@ -96,7 +50,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=60, help="training steps per run")
     parser.add_argument("--warmup", type=int, default=10, help="steps left out at the start of each run (whole log windows)")
     parser.add_argument("--repeats", type=int, default=3, help="runs (medians pool their steps)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train_throughput.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "train_throughput.json")
     args = parser.parse_args()
 
     runs = []
@@ -113,20 +67,33 @@ def main() -> None:
     start = runs[0]["start"]
     result = {
         "overrides": args.overrides,
-        "device": start["device"], "dtype": start["dtype"], "compile": start["compile"], "params": start["params"],
-        "ms_per_iter": ms, "tokens_per_sec": tps, "mfu": statistics.median(mfus) if mfus else None,
+        "device": start["device"],
+        "dtype": start["dtype"],
+        "compile": start["compile"],
+        "params": start["params"],
+        "ms_per_iter": ms,
+        "tokens_per_sec": tps,
+        "mfu": statistics.median(mfus) if mfus else None,
         "startup_s": statistics.median(r["start"]["startup_s"] for r in runs),
         "peak_memory_mb": max(r["end"].get("peak_memory_mb") or 0 for r in runs),
-        "timed_steps": sum(n for _, n in windows), "log_lines": len(steps), "repeats": args.repeats,
-        "machine": machine(),
+        "timed_steps": sum(n for _, n in windows),
+        "log_lines": len(steps),
+        "repeats": args.repeats,
     }
-    print(f"{'config':<48} {'device':<6} {'dtype':<9} {'ms/iter':>8} {'tokens/s':>10} {'MFU':>6} {'start-up':>9} {'peak MiB':>9}")
     mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "-"
-    print(f"{' '.join(args.overrides) or '(defaults)':<48} {result['device']:<6} {result['dtype']:<9} "
-          f"{ms:>8.1f} {tps:>10,.0f} {mfu:>6} {result['startup_s']:>8.2f}s {result['peak_memory_mb']:>9.0f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(args.out.read_text()) if args.out.exists() else []
-    args.out.write_text(json.dumps(existing + [result], indent=1) + "\n")
+    header = ["config", "device", "dtype", "ms/iter", "tokens/s", "MFU", "start-up", "peak MiB"]
+    row = [
+        " ".join(args.overrides) or "(defaults)",
+        result["device"],
+        result["dtype"],
+        f"{ms:.1f}",
+        f"{tps:,.0f}",
+        mfu,
+        f"{result['startup_s']:.2f} s",
+        f"{result['peak_memory_mb']:.0f}",
+    ]
+    print(markdown_table(header, [row], align="lllrrrrr"))
+    append_json(args.out, result)
 
 
 if __name__ == "__main__":

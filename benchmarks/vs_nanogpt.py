@@ -32,16 +32,13 @@ Prints a table and writes JSON (--out, default benchmarks/results/vs_nanogpt.jso
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -49,14 +46,15 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-DEFAULT_ANCHOR = SHARED / "anchors" / "nanoGPT"
-SHARED_CORPUS = SHARED / "data" / "tinyshakespeare" / "input.txt"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the harness, also where a test loads this file by its path
+from harness import ANCHOR, RESULTS, SHARED_CORPUS, CommandFailed, git_version, machine_info, markdown_table, run_command, writable_copy, write_json  # noqa: E402
+
+from nanogpt.metrics import read_metrics  # noqa: E402
 
 BATCH_SIZE, BLOCK_SIZE, EVAL_INTERVAL, FULL_ITERS = 12, 64, 250, 2000
 NANO_ITER = re.compile(r"^iter (\d+): loss ([\d.]+), time ([\d.]+)ms")
 NANO_EVAL = re.compile(r"^step (\d+): train loss ([\d.]+), val loss ([\d.]+)")
+OUR_ENV = {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 # The seed key added to the copy of nanoGPT's train.py: (text that must occur once, replacement).
 SEED_PATCH = [
     ("\nconfig_keys = ", "\nseed = 1337\nconfig_keys = "),
@@ -65,60 +63,31 @@ SEED_PATCH = [
 
 
 def cpu_description() -> dict[str, Any]:
-    """lscpu's model name, the core count and whether the CPU has AVX512-BF16 (and AMX)."""
-    name = None
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        name = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name:")), None)
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    flags: set[str] = set()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
-        if name is None:
-            name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
-    except OSError:
-        pass
+    """The CPU's model name, its core count and whether it has AVX512-BF16 (and AMX)."""
+    m = machine_info()
     return {
-        "model_name": name or platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-        "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags, "avx512f": "avx512f" in flags,
+        "model_name": m["cpu"],
+        "cpus": m["cpus"],
+        "avx512_bf16": "avx512_bf16" in m["isa"],
+        "amx_bf16": "amx_bf16" in m["isa"],
+        "avx512f": "avx512f" in m["isa"],
     }
-
-
-def git_version() -> str | None:
-    """The commit measured, with -dirty for uncommitted changes (None outside a git checkout)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("-dirty" if dirty else "")
 
 
 def run(label: str, command: list[str], cwd: Path, logs: Path, env: dict[str, str] | None = None) -> tuple[str, float]:
     """Run a command to the end; its output (stdout and stderr) goes to logs/<label>.log as it
     comes and is returned with the wall time. Exits naming the log if the command fails."""
-    log = logs / f"{label}.log"
-    with log.open("w") as f:
-        f.write(f"$ (cd {cwd} && {' '.join(command)})\n")
-        f.flush()
-        started = time.perf_counter()
-        proc = subprocess.run(command, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, stdout=f, stderr=subprocess.STDOUT)
-        wall = time.perf_counter() - started
-    output = log.read_text().split("\n", 1)[1]
-    if proc.returncode != 0:
-        sys.exit(f"{label} failed (exit {proc.returncode}); log: {log}\n{output[-3000:]}")
+    try:
+        wall, output = run_command(command, cwd, {"PYTHONUNBUFFERED": "1", **(env or {})}, log=logs / f"{label}.log")
+    except CommandFailed as exc:
+        sys.exit(f"{label} failed: {exc}")
     return output, wall
 
 
 def nanogpt_copy(anchor: Path, work: Path, corpus: Path, logs: Path) -> Path:
     """A writable copy of nanoGPT with a seed key and shakespeare_char prepared by its own
     prepare.py (which downloads input.txt only when it is missing: it is copied in first)."""
-    copy = work / "nanoGPT"
-    shutil.copytree(anchor, copy)
-    for path in [copy, *copy.rglob("*")]:
-        path.chmod(path.stat().st_mode | 0o200)
+    copy = writable_copy(anchor, work / "nanoGPT")
     train_py = copy / "train.py"
     text = train_py.read_text()
     for old, new in SEED_PATCH:
@@ -138,12 +107,8 @@ def our_data(work: Path, corpus: Path, logs: Path) -> Path:
     folder = work / "data" / "shakespeare_char"
     folder.mkdir(parents=True)
     shutil.copyfile(corpus, folder / "input.txt")
-    run("ours-prepare", [sys.executable, "-m", "nanogpt.prepare"], work, logs, env=our_env())
+    run("ours-prepare", [sys.executable, "-m", "nanogpt.prepare"], work, logs, env=OUR_ENV)
     return folder
-
-
-def our_env() -> dict[str, str]:
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])), "HF_HUB_OFFLINE": "1"}
 
 
 def steady_ms(points: list[tuple[int, float, int]], skip: int) -> dict[str, float | int]:
@@ -159,9 +124,23 @@ def steady_ms(points: list[tuple[int, float, int]], skip: int) -> dict[str, floa
 def run_nanogpt(copy: Path, seed: int, iters: int, eval_interval: int, skip: int, logs: Path) -> dict[str, Any]:
     out_dir = f"out-{seed}"
     command = [
-        sys.executable, "train.py", "config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
-        "--log_interval=1", f"--block_size={BLOCK_SIZE}", f"--batch_size={BATCH_SIZE}", "--n_layer=4", "--n_head=4", "--n_embd=128",
-        f"--max_iters={iters}", f"--lr_decay_iters={iters}", "--dropout=0.0", f"--seed={seed}", "--always_save_checkpoint=True",
+        sys.executable,
+        "train.py",
+        "config/train_shakespeare_char.py",
+        "--device=cpu",
+        "--compile=False",
+        "--eval_iters=20",
+        "--log_interval=1",
+        f"--block_size={BLOCK_SIZE}",
+        f"--batch_size={BATCH_SIZE}",
+        "--n_layer=4",
+        "--n_head=4",
+        "--n_embd=128",
+        f"--max_iters={iters}",
+        f"--lr_decay_iters={iters}",
+        "--dropout=0.0",
+        f"--seed={seed}",
+        "--always_save_checkpoint=True",
         f"--out_dir={out_dir}",
     ]
     if eval_interval != EVAL_INTERVAL:
@@ -172,8 +151,11 @@ def run_nanogpt(copy: Path, seed: int, iters: int, eval_interval: int, skip: int
     points = [(int(m[1]) + 1, float(m[3]), 1) for line in lines if (m := NANO_ITER.match(line)) and int(m[1]) % eval_interval]
     evals = {int(m[1]): float(m[3]) for line in lines if (m := NANO_EVAL.match(line))}
     return {
-        "command": command[1:], "ms_per_iter": steady_ms(points, skip), "wall_s": wall,
-        "own_val_loss": evals.get(iters), "checkpoint": copy / out_dir / "ckpt.pt",
+        "command": command[1:],
+        "ms_per_iter": steady_ms(points, skip),
+        "wall_s": wall,
+        "own_val_loss": evals.get(iters),
+        "checkpoint": copy / out_dir / "ckpt.pt",
     }
 
 
@@ -184,8 +166,8 @@ def run_ours(work: Path, seed: int, iters: int, eval_interval: int, skip: int, l
         command.append(f"max_iters={iters}")
     if eval_interval != EVAL_INTERVAL:
         command.append(f"eval_interval={eval_interval}")
-    _, wall = run(f"ours-{seed}", command, work, logs, env=our_env())
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    _, wall = run(f"ours-{seed}", command, work, logs, env=OUR_ENV)
+    records = read_metrics(run_dir / "metrics.jsonl")
     # Each train record's ms_per_iter is the mean since the previous log line (or evaluation).
     points, previous = [], 0
     for record in records:
@@ -197,8 +179,12 @@ def run_ours(work: Path, seed: int, iters: int, eval_interval: int, skip: int, l
     start = next(r for r in records if r["event"] == "start")
     final_eval = next((r for r in records if r["event"] == "eval" and r["iter"] == iters), {})
     return {
-        "command": command[1:], "ms_per_iter": steady_ms(points, skip), "wall_s": wall, "dtype": start.get("dtype"),
-        "own_val_loss": final_eval.get("val_loss"), "checkpoint": run_dir / "ckpt_last.pt",
+        "command": command[1:],
+        "ms_per_iter": steady_ms(points, skip),
+        "wall_s": wall,
+        "dtype": start.get("dtype"),
+        "own_val_loss": final_eval.get("val_loss"),
+        "checkpoint": run_dir / "ckpt_last.pt",
     }
 
 
@@ -227,26 +213,33 @@ def full_val_loss(checkpoint: Path, val: np.ndarray, batch_windows: int = 256) -
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = [
-        "| seed | tool | ms/iter mean | ms/iter median | tokens/s | whole command | own val loss (20 batches) | full-val loss |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    header = ["seed", "tool", "ms/iter mean", "ms/iter median", "tokens/s", "whole command", "own val loss (20 batches)", "full-val loss"]
+    rows = []
     for pair in result["runs"]:
         for tool in ("nanogpt", "ours"):
             r = pair[tool]
-            own = f"{r['own_val_loss']:.4f}" if r["own_val_loss"] is not None else "-"
             rows.append(
-                f"| {pair['seed']} | {tool}{' (' + r['dtype'] + ')' if r.get('dtype') else ''} | {r['ms_per_iter']['mean']:.1f} | "
-                f"{r['ms_per_iter']['median']:.1f} | {r['tokens_per_sec']:,.0f} | {r['wall_s']:.1f} s | {own} | {r['full_val']['val_loss']:.4f} |"
+                [
+                    pair["seed"],
+                    f"{tool} ({r['dtype']})" if r.get("dtype") else tool,
+                    f"{r['ms_per_iter']['mean']:.1f}",
+                    f"{r['ms_per_iter']['median']:.1f}",
+                    f"{r['tokens_per_sec']:,.0f}",
+                    f"{r['wall_s']:.1f} s",
+                    f"{r['own_val_loss']:.4f}" if r["own_val_loss"] is not None else "-",
+                    f"{r['full_val']['val_loss']:.4f}",
+                ]
             )
     s = result["summary"]
-    rows.append("")
-    rows.append(
-        f"full-val loss, mean of {len(result['runs'])}: nanoGPT {s['nanogpt_full_val_mean']:.4f}, ours {s['ours_full_val_mean']:.4f}, "
-        f"difference {s['difference']:+.4f} ({'within' if s['agree'] else 'OUTSIDE'} {s['tolerance']})"
+    return "\n".join(
+        [
+            markdown_table(header, rows, align="rlrrrrrr"),
+            "",
+            f"full-val loss, mean of {len(result['runs'])}: nanoGPT {s['nanogpt_full_val_mean']:.4f}, ours {s['ours_full_val_mean']:.4f}, "
+            f"difference {s['difference']:+.4f} ({'within' if s['agree'] else 'OUTSIDE'} {s['tolerance']})",
+            f"tokens/s ours/nanoGPT: {s['ours_over_nanogpt_tokens_per_sec']:.3f} (per seed: {', '.join(f'{r:.3f}' for r in s['ratio_per_seed'])})",
+        ]
     )
-    rows.append(f"tokens/s ours/nanoGPT: {s['ours_over_nanogpt_tokens_per_sec']:.3f} (per seed: {', '.join(f'{r:.3f}' for r in s['ratio_per_seed'])})")
-    return "\n".join(rows)
 
 
 def main() -> None:
@@ -256,9 +249,9 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=None, help="first iterations left out of the timings (default 20; none below 100 iterations)")
     parser.add_argument("--ours", nargs="*", default=[], metavar="KEY=VALUE", help="overrides added to our command (e.g. system.dtype=float32)")
     parser.add_argument("--tolerance", type=float, default=0.01, help="largest allowed difference of the mean full-val losses")
-    parser.add_argument("--anchor", type=Path, default=Path(os.environ.get("NANOGPT_ANCHOR") or DEFAULT_ANCHOR), help="nanoGPT's folder")
+    parser.add_argument("--anchor", type=Path, default=Path(os.environ.get("NANOGPT_ANCHOR") or ANCHOR), help="nanoGPT's folder")
     parser.add_argument("--corpus", type=Path, default=None, help="tiny Shakespeare's input.txt (default ../shared's, else the packaged copy)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "vs_nanogpt.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "vs_nanogpt.json")
     parser.add_argument("--work", type=Path, default=None, help="keep the copies, runs and logs here (default: a temporary folder, removed)")
     args = parser.parse_args()
     if not (args.anchor / "train.py").is_file():
@@ -278,8 +271,7 @@ def main() -> None:
         elif SHARED_CORPUS.is_file():
             shutil.copyfile(SHARED_CORPUS, corpus)
         else:
-            sys.path.insert(0, str(ROOT))
-            from nanogpt.bundled import read_bundled
+            from nanogpt.data.bundled import read_bundled
 
             corpus.write_bytes(read_bundled("tinyshakespeare.txt"))
         copy = nanogpt_copy(args.anchor, work, corpus, logs)
@@ -290,23 +282,36 @@ def main() -> None:
                 sys.exit(f"our {split}.bin differs from nanoGPT's prepare.py's: the comparison would be unfair")
 
         result: dict[str, Any] = {
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_description(),
-            "version": git_version(), "torch": torch.__version__, "python": platform.python_version(), "anchor": str(args.anchor),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
-            "max_iters": iters, "eval_interval": eval_interval, "skip": skip, "seeds": args.seeds,
-            "nanogpt_seed_patch": [new for _, new in SEED_PATCH], "runs": [],
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "cpu": cpu_description(),
+            "version": git_version(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "anchor": str(args.anchor),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "torch_threads": torch.get_num_threads(),
+            "max_iters": iters,
+            "eval_interval": eval_interval,
+            "skip": skip,
+            "seeds": args.seeds,
+            "nanogpt_seed_patch": [new for _, new in SEED_PATCH],
+            "runs": [],
         }
         print(f"CPU: {result['cpu']['model_name']}, {result['cpu']['cpus']} cpus, avx512_bf16: {result['cpu']['avx512_bf16']}", flush=True)
         for seed in args.seeds:
             pair: dict[str, Any] = {"seed": seed}
-            for tool, runner in (("nanogpt", lambda: run_nanogpt(copy, seed, iters, eval_interval, skip, logs)),
-                                 ("ours", lambda: run_ours(work, seed, iters, eval_interval, skip, logs, args.ours))):
+            for tool, runner in (
+                ("nanogpt", lambda: run_nanogpt(copy, seed, iters, eval_interval, skip, logs)),
+                ("ours", lambda: run_ours(work, seed, iters, eval_interval, skip, logs, args.ours)),
+            ):
                 r = runner()
                 r["tokens_per_sec"] = BATCH_SIZE * BLOCK_SIZE / (r["ms_per_iter"]["mean"] / 1000)
                 r["full_val"] = full_val_loss(r.pop("checkpoint"), val)
                 pair[tool] = r
-                print(f"seed {seed} {tool}: {r['ms_per_iter']['mean']:.1f} ms/iter, full-val loss {r['full_val']['val_loss']:.4f}, "
-                      f"{r['wall_s']:.0f} s", flush=True)
+                print(
+                    f"seed {seed} {tool}: {r['ms_per_iter']['mean']:.1f} ms/iter, full-val loss {r['full_val']['val_loss']:.4f}, {r['wall_s']:.0f} s",
+                    flush=True,
+                )
             pair["ours_over_nanogpt_tokens_per_sec"] = pair["ours"]["tokens_per_sec"] / pair["nanogpt"]["tokens_per_sec"]
             result["runs"].append(pair)
 
@@ -316,13 +321,17 @@ def main() -> None:
         our_ms = statistics.mean(p["ours"]["ms_per_iter"]["mean"] for p in result["runs"])
         difference = statistics.mean(our_losses) - statistics.mean(nano_losses)
         result["summary"] = {
-            "nanogpt_full_val_mean": statistics.mean(nano_losses), "ours_full_val_mean": statistics.mean(our_losses),
-            "difference": difference, "tolerance": args.tolerance, "agree": abs(difference) <= args.tolerance,
-            "nanogpt_ms_per_iter": nano_ms, "ours_ms_per_iter": our_ms, "ours_over_nanogpt_tokens_per_sec": nano_ms / our_ms,
+            "nanogpt_full_val_mean": statistics.mean(nano_losses),
+            "ours_full_val_mean": statistics.mean(our_losses),
+            "difference": difference,
+            "tolerance": args.tolerance,
+            "agree": abs(difference) <= args.tolerance,
+            "nanogpt_ms_per_iter": nano_ms,
+            "ours_ms_per_iter": our_ms,
+            "ours_over_nanogpt_tokens_per_sec": nano_ms / our_ms,
             "ratio_per_seed": [p["ours_over_nanogpt_tokens_per_sec"] for p in result["runs"]],
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+        write_json(args.out, result)
         cpu = result["cpu"]
         print(f"\nCPU: {cpu['model_name']} ({cpu['cpus']} cpus; avx512_bf16 {'yes' if cpu['avx512_bf16'] else 'no'}), torch {torch.__version__}")
         print(table(result))
