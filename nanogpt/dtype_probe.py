@@ -15,11 +15,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,6 @@ import torch.nn.functional as F
 from nanogpt.files import atomic_write_bytes
 from nanogpt.model import Block, GPTConfig
 from nanogpt.system import cpu_flags, cpu_model_name
-
-log = logging.getLogger(__name__)
 
 # bfloat16 rounds activations to 8 bits of mantissa: take it only where it is clearly faster.
 BF16_MIN_SPEEDUP = 1.05
@@ -61,17 +58,21 @@ class DtypeProbe:
     cached: bool  # read from the cache instead of measured now
     key: str  # the cache entry's key (machine, torch, threads, shapes)
     seconds: float = 0.0  # what measuring took (0 when cached)
+    not_cached: str = ""  # why a measurement was not kept for the next run ("": it was, or came from the cache)
 
     @property
     def speedup(self) -> float:
         return self.float32_ms / self.bfloat16_ms
 
     def describe(self) -> str:
-        source = "cached measurement" if self.cached else f"measured in {self.seconds:.2f} s"
+        if self.cached:
+            source = f"cached measurement, {cache_path()}"
+        else:
+            kept = f"not cached: {self.not_cached}" if self.not_cached else f"cached in {cache_path()}"
+            source = f"measured in {self.seconds:.2f} s, {kept}; system.dtype=float32 skips the measurement"
         return (
             f"dtype=auto chose {self.dtype}: forward + backward at this run's shapes takes {self.float32_ms:.1f} ms in "
-            f"float32, {self.bfloat16_ms:.1f} ms in bfloat16 ({self.speedup:.2f}x; bfloat16 needs {BF16_MIN_SPEEDUP:.2f}x; "
-            f"{source}, cache {cache_path()})"
+            f"float32, {self.bfloat16_ms:.1f} ms in bfloat16 ({self.speedup:.2f}x; bfloat16 needs {BF16_MIN_SPEEDUP:.2f}x; {source})"
         )
 
     def record(self) -> dict[str, Any]:
@@ -92,10 +93,9 @@ def choose_cpu_dtype(model_args: dict[str, Any], batch_size: int) -> DtypeProbe:
     probe = DtypeProbe(dtype, times["float32"], times["bfloat16"], cached=False, key=key, seconds=time.perf_counter() - started)
     busy = machine_busy()
     if busy:
-        log.info("dtype probe not cached: %s, so the next run measures again", busy)
-    else:
-        _write_cache(key, {"dtype": dtype, "float32_ms": probe.float32_ms, "bfloat16_ms": probe.bfloat16_ms, "measured": time.time()})
-    return probe
+        return replace(probe, not_cached=f"{busy}, so the next run measures again")
+    failure = _write_cache(key, {"dtype": dtype, "float32_ms": probe.float32_ms, "bfloat16_ms": probe.bfloat16_ms, "measured": time.time()})
+    return replace(probe, not_cached=failure) if failure else probe
 
 
 def machine_busy() -> str | None:
@@ -202,12 +202,14 @@ def _read_cache() -> dict[str, Any]:
     return {k: v for k, v in cache.get("entries", {}).items() if isinstance(v, dict) and v.get("dtype") in ("float32", "bfloat16")}
 
 
-def _write_cache(key: str, entry: dict[str, Any]) -> None:
-    """Add an entry; a cache that cannot be written only means measuring again next time."""
+def _write_cache(key: str, entry: dict[str, Any]) -> str | None:
+    """Add an entry; None, or why the cache could not be written (which only means measuring again
+    next time)."""
     path = cache_path()
     entries = {**_read_cache(), key: entry}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, json.dumps({"format": CACHE_FORMAT, "entries": entries}, indent=1).encode())
     except OSError as exc:
-        log.debug("dtype probe cache not written (%s): %s", path, exc)
+        return f"{path} cannot be written ({exc.strerror or type(exc).__name__})"
+    return None

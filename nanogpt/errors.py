@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import NoReturn
 
 # Exit statuses (README, "Where outputs go"): 2 is bad input (the command can be fixed), 3 a
 # fault of the disk (full, read-only, no permission: the command was fine, the machine must
@@ -16,8 +17,9 @@ EXIT_STORAGE_ERROR = 3
 # finished, but resumable; sysexits.h's EX_TEMPFAIL ("try again later"), so that scripts and
 # schedulers can tell it from a finished run (0) and from a failure.
 EXIT_STOPPED = 75
-# A second Ctrl-C: ended at once, without a new checkpoint (the previous one is intact, since
-# checkpoints are replaced by rename); 128 + SIGINT, as shells report an interrupted command.
+# Ended by a signal with nothing to resume from (a command other than training, a run stopped
+# before its first checkpoint), or at once by a second Ctrl-C (the previous checkpoint is intact,
+# since checkpoints are replaced by rename); 128 + SIGINT, as shells report an interrupted command.
 EXIT_INTERRUPTED = 130
 
 
@@ -40,6 +42,44 @@ class StorageError(OSError):
 
 class TrainingError(RuntimeError):
     """Training went wrong (it diverged); the run folder stays as it is. Exit code 1."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP, SIGUSR2) where no step boundary can wait for it: in a
+    command other than training, while a run starts, or a second Ctrl-C. A KeyboardInterrupt, so
+    that everything that cleans up after Ctrl-C (temp files, staging folders, worker pools) cleans
+    up after these too."""
+
+    def __init__(self, signal_name: str, second: bool = False):
+        super().__init__(signal_name)
+        self.signal_name, self.second = signal_name, second
+
+
+# The stop signal that raised Interrupted, kept where that exception could be lost: a signal
+# handler's exception that lands in a finalizer (__del__, a weakref callback) is printed as
+# "Exception ignored" and dropped. Long work calls check_interrupted() between its pieces.
+_interrupted: Interrupted | None = None
+
+
+def interrupt(signal_name: str, second: bool = False) -> NoReturn:
+    """Stop at once for a signal (from a signal handler): raise Interrupted, and remember it."""
+    global _interrupted
+    _interrupted = Interrupted(signal_name, second)
+    raise _interrupted
+
+
+def check_interrupted() -> None:
+    """Raise the Interrupted of a stop signal whose first raise was lost, if there was one."""
+    global _interrupted
+    if _interrupted is not None:
+        lost, _interrupted = _interrupted, None
+        raise Interrupted(lost.signal_name, lost.second)
+
+
+def clear_interrupted() -> None:
+    """Forget an earlier stop signal: a new command or run starts in this process."""
+    global _interrupted
+    _interrupted = None
 
 
 class RunStopped(BaseException):

@@ -1,6 +1,6 @@
 """`python -m nanogpt.eval`, the same as the console command `nanogpt-eval`: nanogpt.cli.eval."""
 
-from nanogpt.cli.eval import cli
+from nanogpt.cli import evaluate
 
 if __name__ == "__main__":
-    cli()
+    evaluate()

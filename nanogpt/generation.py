@@ -23,16 +23,19 @@ is rebuilt from the window's tokens. Once the text outgrows the context:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nanogpt import memory
 from nanogpt.checkpoint import load_model
 from nanogpt.config import SystemConfig, validate_generation, validate_system
+from nanogpt.config.schemas import GREEDY_BELOW_TEMPERATURE
 from nanogpt.data import Tokenizer, load_tokenizer
-from nanogpt.errors import ConfigError, DataError
+from nanogpt.errors import ConfigError, DataError, check_interrupted
 from nanogpt.model import GPT, DecodeStep, KVCache
 from nanogpt.system import System, resolve_system
 
@@ -99,10 +102,11 @@ def pick_next(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The next token (batch, 1) of each row: the likeliest at temperature 0, else a draw from
-    softmax(logits / temperature) restricted to the top_k likeliest tokens, then to the likeliest
-    ones holding top_p of the probability (nucleus sampling)."""
-    if temperature == 0:
+    """The next token (batch, 1) of each row: the likeliest at temperature 0 (and below
+    GREEDY_BELOW_TEMPERATURE, where dividing by it would overflow towards a one-hot softmax), else a
+    draw from softmax(logits / temperature) restricted to the top_k likeliest tokens, then to the
+    likeliest ones holding top_p of the probability (nucleus sampling)."""
+    if temperature < GREEDY_BELOW_TEMPERATURE:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
     if top_k is not None and top_k < logits.size(-1):
@@ -111,8 +115,10 @@ def pick_next(
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = sorted_logits.softmax(dim=-1)
-        # A token goes once the likelier ones already hold top_p; the likeliest one always stays.
+        # A token goes once the likelier ones already hold top_p; the likeliest one always stays
+        # (a top_p that rounds to 0 in float32 would otherwise drop it too).
         dropped = probs.cumsum(dim=-1) - probs >= top_p
+        dropped[:, 0] = False
         logits = logits.scatter(-1, order, sorted_logits.masked_fill(dropped, float("-inf")))
     # The draw: the index of the largest probs / E, with E ~ Exponential(1) drawn for every token
     # (the Gumbel-max trick, exponentiated). That is how torch.multinomial draws one sample, so
@@ -141,6 +147,7 @@ def sample_tokens(
     (batch, 1). Both paths draw from `generator` in the same order, so a seed gives one text."""
     decoder = Decoder(model, idx.size(0), kv_cache, window, cache_dtype, vocab_size)
     for _ in range(max_new_tokens):
+        check_interrupted()  # a stop signal whose exception landed in a finalizer, and was lost
         next_token = pick_next(decoder.next_logits(idx), temperature, top_k, top_p, generator)
         idx = torch.cat((idx, next_token), dim=1)
         yield next_token
@@ -221,20 +228,23 @@ class Generator:
     """A model and its tokenizer, loaded once, ready to generate as often as asked (a notebook's
     loop, a sweep's evaluation)."""
 
-    def __init__(self, model: GPT, tokenizer: Tokenizer, system: System | None = None):
+    def __init__(self, model: GPT, tokenizer: Tokenizer, system: System | None = None, check_memory: bool = True):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.system = system or System(device=str(model.lm_head.weight.device), dtype="float32", compile=False)
+        self.check_memory = check_memory  # refuse a batch estimated to need more memory than the device has
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str = "best", device: str = "auto", dtype: str = "auto") -> Generator:
+    def from_run(
+        cls, run_dir: str | Path, checkpoint: str = "best", device: str = "auto", dtype: str = "auto", check_memory: bool = True
+    ) -> Generator:
         """Load a run's checkpoint (`best`, falling back to `last`) and its tokenizer."""
         validate_system(SystemConfig(device=device, dtype=dtype))
         system = resolve_system(device, dtype, "false")
         model, meta, _ = load_model(Path(run_dir), checkpoint, system.device)
         if system.dtype != "float32":
             store_block_weights_in(model, system.torch_dtype)
-        return cls(model, load_tokenizer(meta), system)
+        return cls(model, load_tokenizer(meta), system, check_memory)
 
     def generate(
         self,
@@ -264,6 +274,7 @@ class Generator:
             top_p=top_p,
             stop=stop,
             window=window,
+            seed=seed,
         )
         if not prompt:
             raise ConfigError("prompt is empty: give at least one character (the default is a newline)")
@@ -273,6 +284,9 @@ class Generator:
             raise ConfigError(f"prompt cannot be encoded: {exc}") from None
 
         device = self.system.device
+        if self.check_memory:
+            needs = memory.sampling(dataclasses.asdict(self.model.config), num_samples, len(prompt_ids) + max_new_tokens, self.system.dtype)
+            memory.check(needs, device, f"sampling {num_samples} texts at once")
         idx = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=device)
         samples = [Continuation(self.tokenizer, stop) for _ in range(num_samples)]
         steps = sample_tokens(

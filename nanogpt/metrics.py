@@ -6,8 +6,12 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from nanogpt.errors import storage_error, storage_fault
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +25,30 @@ class MetricsLog:
 
     def __init__(self, path: Path):
         self.path = path
-        self._file = open(path, "a", encoding="utf-8")
+        with _naming(path):
+            self._file = open(path, "a", encoding="utf-8")
 
     def write(self, event: str, **fields: Any) -> None:
         record = {"event": event, **{k: _jsonable(v) for k, v in fields.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        with _naming(self.path):
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
 
     def close(self) -> None:
         self._file.close()
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """A disk fault (full, read-only, ...) while writing `path` as a StorageError naming the file: a
+    write to an open file raises an OSError that names none."""
+    try:
+        yield
+    except OSError as exc:
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        raise storage_error(fault, path) from None
 
 
 def _jsonable(value: Any) -> Any:
@@ -40,15 +59,18 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Every complete record of a metrics.jsonl; a line cut by a crash is skipped."""
+    """Every complete record of a metrics.jsonl: a line cut by a crash, or one that is not a JSON
+    object in UTF-8 (damaged, or written by something else), is skipped."""
     records = []
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             for line in f:
                 try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
+                    record = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
                     continue
+                if isinstance(record, dict):
+                    records.append(record)
     except FileNotFoundError:
         pass
     return records
@@ -66,8 +88,9 @@ def keep_metrics_until(path: Path, iter_num: int | None) -> None:
         return
     kept = [r for r in read_metrics(path) if r.get("iter", 0) <= iter_num]
     tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    tmp.replace(path)
+    with _naming(path):
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(path)
 
 
 def remove_temp_files(run_dir: Path) -> list[str]:
@@ -144,6 +167,10 @@ def plot_losses(metrics_path: Path, out_path: Path, title: str = "") -> None:
     ax.set_title(title or "loss", fontsize=10)
     fig.tight_layout()
     tmp = out_path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out_path)
+    try:
+        with _naming(out_path):
+            fig.savefig(tmp)
+            os.replace(tmp, out_path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)

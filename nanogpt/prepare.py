@@ -1,6 +1,6 @@
 """`python -m nanogpt.prepare`, the same as the console command `nanogpt-prepare`: nanogpt.cli.prepare."""
 
-from nanogpt.cli.prepare import cli
+from nanogpt.cli import prepare
 
 if __name__ == "__main__":
-    cli()
+    prepare()

@@ -1,6 +1,6 @@
 """`python -m nanogpt.report`, the same as the console command `nanogpt-report`: nanogpt.cli.report."""
 
-from nanogpt.cli.report import cli
+from nanogpt.cli import report
 
 if __name__ == "__main__":
-    cli()
+    report()

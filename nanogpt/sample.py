@@ -1,6 +1,6 @@
 """`python -m nanogpt.sample`, the same as the console command `nanogpt-sample`: nanogpt.cli.sample."""
 
-from nanogpt.cli.sample import cli
+from nanogpt.cli import sample
 
 if __name__ == "__main__":
-    cli()
+    sample()

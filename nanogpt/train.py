@@ -1,6 +1,6 @@
 """`python -m nanogpt.train`, the same as the console command `nanogpt-train`: nanogpt.cli.train."""
 
-from nanogpt.cli.train import cli
+from nanogpt.cli import train
 
 if __name__ == "__main__":
-    cli()
+    train()

@@ -34,6 +34,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         (
             "nanogpt.data",
             "nanogpt.system",
+            "nanogpt.memory",
             "nanogpt.dtype_probe",
             "nanogpt.distributed",
             "nanogpt.fsdp",

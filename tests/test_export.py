@@ -89,14 +89,18 @@ def test_gpt2_tokenizer_files_load_in_transformers(tmp_path, shakespeare_path):
     assert theirs.eos_token_id == 50256
 
 
-def test_existing_out_is_kept_unless_overwrite(tmp_path):
+def test_existing_out_is_kept_unless_overwrite_and_an_earlier_export(tmp_path):
     make_run(tmp_path / "run", CHAR_META)
     out = tmp_path / "hf"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ConfigError, match="exists and is not an empty folder; choose another out, or pass overwrite=true"):
         export(export_cfg(tmp_path / "run", out))
-    assert (out / "keep.txt").exists()
+    with pytest.raises(ConfigError, match="is not an earlier export \\(it holds keep.txt\\)"):
+        export(export_cfg(tmp_path / "run", out, overwrite=True))  # overwrite replaces only an export
+    assert (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    export(export_cfg(tmp_path / "run", out))
     export(export_cfg(tmp_path / "run", out, overwrite=True))
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json",

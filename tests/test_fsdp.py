@@ -148,6 +148,25 @@ def test_sampling_and_export_read_a_sharded_checkpoint_whole(sharded_run):
         assert torch.equal(tensor, saved[f"model.{name}"]), name
 
 
+def test_a_changed_byte_in_a_shard_is_caught(sharded_run, tmp_path):
+    """DCP's shard files carry no checksum: the CRC-32 of each is kept in train_state.pt, so a byte
+    changed on the disk is named, and a resume takes the other checkpoint."""
+    from nanogpt.checkpoint import load_newest_valid
+    from nanogpt.checkpoint.sharded import read_sharded
+    from nanogpt.errors import CheckpointError
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(sharded_run, run_dir)
+    shard = run_dir / "ckpt_last.dcp" / "__1_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"ckpt_last.dcp: damaged: its file __1_0.distcp no longer matches the CRC"):
+        read_sharded(run_dir / "ckpt_last.dcp")
+    _, path = load_newest_valid(run_dir)
+    assert path.name == "ckpt_best.dcp"
+
+
 def test_a_save_killed_between_its_renames_keeps_the_previous_checkpoint(tmp_path):
     """commit_folder moves the old folder aside, then renames the new one into place: a kill
     between the two leaves `.ckpt_last.dcp.old`, which the next start puts back; a half-written

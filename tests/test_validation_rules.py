@@ -196,6 +196,8 @@ RULES = [
     Rule("eval_iters", POSITIVE_INT, NON_POSITIVE_INT),
     Rule("log_interval", POSITIVE_INT, NON_POSITIVE_INT),
     Rule("gradient_accumulation_steps", POSITIVE_INT, NON_POSITIVE_INT),
+    # every generator takes a seed from -2**63 to 2**63-1 (torch's own range, a rank added)
+    Rule("seed", ints(-(2**63), 2**63 - 1) | choice(0, 1337), ints(2**63, 2**80) | ints(-(2**80), -(2**63) - 1)),
     Rule(
         "init_from",
         choice("scratch", "resume", *PRETRAINED, "hf:x", "hf:/models/gpt2") | Values(TEXT.filter(bool).map(lambda s: "hf:" + s)),
@@ -227,13 +229,14 @@ RULES = [
         where="generation",
     ),
     Rule("window", choice("halve", "slide"), other_text("halve", "slide"), where="generation"),
+    Rule("seed", ints(-(2**63), 2**63 - 1), ints(2**63, 2**80) | ints(-(2**80), -(2**63) - 1), where="generation", note="sampling"),
     Rule("checkpoint", choice("best", "last"), other_text("best", "last"), where="sample"),
     Rule("checkpoint", choice("best", "last"), other_text("best", "last"), where="export", note="export"),
     Rule("run_dir", text(TEXT.filter(bool), ("outputs/2026-11-25/17-03-11",)), NONE, where="export"),  # required
     Rule("out", text(TEXT.filter(bool), ("my-model",)), NONE, where="export"),  # required
 ]
 
-GENERATION_DEFAULTS = dict(num_samples=3, max_new_tokens=500, temperature=0.8, top_k=200, top_p=1.0, stop=[], window="halve")
+GENERATION_DEFAULTS = dict(num_samples=3, max_new_tokens=500, temperature=0.8, top_k=200, top_p=1.0, stop=[], window="halve", seed=1337)
 
 
 @cache

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from nanogpt.analysis.runs import FAILED, RunSummary, collect_runs
@@ -125,21 +126,24 @@ def search_result(root: Path, runs: list[RunSummary]) -> list[str]:
     return [f"Optuna's best trial ({path.name}): val loss {value:.4f} in {where}", f"best parameters: {args}"]
 
 
-def report(root: Path, out_dir: Path | None = None, runs: list[RunSummary] | None = None) -> str:
-    """Summarise the runs under root (or the given summaries of them); write summary.csv,
-    summary.md and sweep.png; return the table."""
+def report(root: Path, out_dir: Path | None = None, runs: list[RunSummary] | None = None, show: Callable[[str], None] | None = None) -> str:
+    """Summarise the runs under root (or the given summaries of them): the table, given to `show`
+    first (so that a folder that cannot be written still gets its report), then summary.csv,
+    summary.md and sweep.png written into out_dir (default: root). Returns the table."""
     root = root.resolve()
     runs = runs if runs is not None else collect_runs(root)
     out_dir = out_dir or root
     header, rows = table_rows(runs, root)
-    text = format_table(header, rows)
     datasets = sorted({r.dataset for r in runs})
     notes = search_result(root, runs)
     if len(datasets) > 1:
         notes.append(f"note: these runs use different datasets ({', '.join(datasets)}); their val losses are not comparable")
+    text = "\n".join([format_table(header, rows), *notes])
+    if show is not None:
+        show(text)
     buffer = io.StringIO()
     csv.writer(buffer).writerows([header, *rows])
     (out_dir / "summary.csv").write_text(buffer.getvalue())
     (out_dir / "summary.md").write_text(f"# Runs in {root}\n\n" + markdown_table(header, rows) + "".join(f"\n{n}\n" for n in notes))
     plot_sweep(runs, out_dir / "sweep.png", title=f"val loss of {len(runs)} runs in {'/'.join(root.parts[-2:])}")
-    return "\n".join([text, *notes])
+    return text

@@ -4,6 +4,12 @@ A `ckpt_*.pt` is a `torch.save` file holding only tensors, numbers, strings, lis
 resolved config and the dataset's metadata are stored as JSON strings. Loading uses
 `torch.load(weights_only=True)`, which refuses any pickled object, so opening a checkpoint
 from someone else can never run their code.
+
+torch.save writes a zip archive whose members each carry a CRC-32 of their bytes, which
+torch.load never checks: a bit flipped on the disk would load as a wrong weight (a NaN, say) and
+be trained on or sampled from. Loading checks every member's CRC first: a fraction of
+torch.load's own time, and nothing at save, where a digest of our own would cost at both ends
+(docs/benchmarks.md, "Checkpoint integrity", measures the three).
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from nanogpt.model import GPT, GPTConfig
 
 CKPT_FORMAT = 1
 CKPT_NAMES = {"last": "ckpt_last.pt", "best": "ckpt_best.pt"}
-# system.strategy=fsdp's checkpoints: folders of shards (nanogpt.checkpoint.sharded).
+# system.strategy=fsdp's checkpoints: folders of shards (nanogpt.checkpoint.sharded), with the
+# rest of the train state in a .pt file of its own.
 SHARDED_NAMES = {"last": "ckpt_last.dcp", "best": "ckpt_best.dcp"}
+SHARDED_STATE_FILE = "train_state.pt"
 # What a kill in the middle of save_checkpoint can leave: its mkstemp file.
 TEMP_PATTERN = ".ckpt_*.pt.*.tmp"
 
@@ -65,12 +73,14 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by save_checkpoint; CheckpointError names the file otherwise."""
+    """Load a checkpoint written by save_checkpoint, once its bytes are checked against the CRCs it
+    was written with; CheckpointError names the file otherwise."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     with open(path, "rb") as f:
         if f.read(4) != b"PK\x03\x04":  # torch.save's zip format; anything else is not ours
             raise CheckpointError(f"{path}: unreadable, truncated or corrupt (not a torch checkpoint archive)")
+    verify_archive(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -83,6 +93,29 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
         raise CheckpointError(f"{path}: not a nanogpt checkpoint (format {CKPT_FORMAT})")
     return state
+
+
+def verify_archive(path: Path) -> None:
+    """Refuse (CheckpointError) a checkpoint whose bytes changed since it was written: a member
+    whose CRC-32 does not match, or an archive whose directory is damaged."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: unreadable, truncated or corrupt ({first_line(exc)})") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: damaged: its member {damaged} no longer matches the CRC it was written with")
+
+
+def peek_iteration(path: Path) -> int | None:
+    """The iteration a .pt checkpoint holds, read without loading its tensors (memory-mapped, a
+    few milliseconds for any size); None where the file cannot tell."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # whatever an unreadable file raises, it is no candidate to rank: loading it reports why
+        return None
+    iteration = state.get("iter_num") if isinstance(state, dict) else None
+    return iteration if type(iteration) is int else None
 
 
 def check_model_args(state: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A sharded checkpoint is a folder, `ckpt_last.dcp/` (and `ckpt_best.dcp/`): every rank's shard of
 the weights and of the optimizer state in DCP's files (`__<rank>_0.distcp`, `.metadata`), and
 `train_state.pt`, the rest of what a `ckpt_*.pt` holds (iteration, config, every rank's RNG
-streams, the data sampler, ...), written by rank 0. DCP reshards when it loads, so a run saved by
+streams, the data sampler, ...) and the CRC-32 of every shard file, written by rank 0 (DCP's
+files carry no checksum of their own; a loaded checkpoint is checked against these). DCP reshards when it loads, so a run saved by
 2 ranks continues on 1 or on 4. The folder is written under a temporary name and renamed into
 place once every shard is written, so a kill mid-save leaves the previous checkpoint as it was.
 DCP's `.metadata` is a pickle, read here with only DCP's own record types allowed.
@@ -31,12 +32,12 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from nanogpt.checkpoint.format import check_model_args, load_checkpoint, save_checkpoint
+from nanogpt.checkpoint.format import SHARDED_STATE_FILE, check_model_args, load_checkpoint, save_checkpoint
 from nanogpt.distributed import Dist
 from nanogpt.errors import CheckpointError, StorageError, first_line, storage_error
-from nanogpt.files import fsync_dir
+from nanogpt.files import file_crc32, fsync_dir
 
-STATE_FILE = "train_state.pt"
+STATE_FILE = SHARDED_STATE_FILE
 
 
 @contextmanager
@@ -76,8 +77,15 @@ def save_sharded(path: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     assert train_state is not None
     # dcp.save returns on rank 0 only once every rank has reported its shard written (it gathers
     # their results before writing .metadata): the folder is complete, and can be put in place.
-    save_checkpoint(tmp / STATE_FILE, train_state)
+    save_checkpoint(tmp / STATE_FILE, {**train_state, "shard_crc32": shard_crcs(tmp)})
     commit_folder(tmp, path)
+
+
+def shard_crcs(folder: Path) -> dict[str, int]:
+    """The CRC-32 of every file that a sharded checkpoint's .metadata lists, and of .metadata."""
+    metadata = SafeReader(folder).read_metadata()
+    files = sorted({info.relative_path for info in (metadata.storage_data or {}).values()} | {".metadata"})
+    return {name: file_crc32(folder / name) for name in files}
 
 
 def commit_folder(tmp: Path, path: Path) -> None:
@@ -190,6 +198,10 @@ def read_sharded(path: Path) -> dict[str, Any]:
         shard = path / info.relative_path
         if not shard.is_file() or shard.stat().st_size < info.offset + info.length:
             raise CheckpointError(f"{path}: incomplete sharded checkpoint: its shard file {info.relative_path} is missing or truncated")
+    # Folders written before the CRCs were kept have none to check.
+    for name, crc in state.get("shard_crc32", {}).items():
+        if not (path / name).is_file() or file_crc32(path / name) != crc:
+            raise CheckpointError(f"{path}: damaged: its file {name} no longer matches the CRC it was written with")
     state["model"] = {
         key.removeprefix("model."): torch.empty(meta.size, dtype=meta.properties.dtype, device="meta")
         for key, meta in metadata.state_dict_metadata.items()

@@ -16,10 +16,12 @@ import torch
 
 from nanogpt.checkpoint.format import (
     CKPT_NAMES,
+    SHARDED_STATE_FILE,
     TEMP_PATTERN,
     check_model_args,
     checkpoint_path,
     load_checkpoint,
+    peek_iteration,
     save_checkpoint,
     sharded_checkpoint_path,
 )
@@ -40,26 +42,41 @@ def _sharded() -> ModuleType:
 
 
 def all_checkpoints(run_dir: Path) -> list[Path]:
-    """Every checkpoint of a run folder (files, and the folders of sharded ones), newest first."""
+    """Every checkpoint of a run folder (files, and the folders of sharded ones), the one to continue
+    from first: by the iteration each holds, never by file time (a copy that did not keep times,
+    or a touched file, must not send a resume back to an older iteration); at the same iteration
+    ckpt_last, then the ckpt_iter_* snapshots, then ckpt_best. One that cannot tell its iteration
+    (unreadable) comes last, where loading it says what is wrong."""
     paths = [p for p in run_dir.glob("ckpt_*.pt") if p.is_file()] + [p for p in run_dir.glob("ckpt_*.dcp") if p.is_dir()]
-    return sorted(paths, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    return sorted(paths, key=lambda path: _rank(path, checkpoint_iteration(path)))
+
+
+def _rank(path: Path, iteration: int | None) -> tuple:
+    kind = {"last": 0, "best": 2}.get(path.stem.removeprefix("ckpt_"), 1)
+    return (iteration is None, -(iteration or 0), kind, -path.stat().st_mtime_ns)
+
+
+def checkpoint_iteration(path: Path) -> int | None:
+    """The iteration a checkpoint (a .pt file or a sharded folder) holds, read cheaply."""
+    return peek_iteration(path / SHARDED_STATE_FILE if path.suffix == ".dcp" else path)
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return bool(all_checkpoints(run_dir))
+    return any(p.is_file() for p in run_dir.glob("ckpt_*.pt")) or any(p.is_dir() for p in run_dir.glob("ckpt_*.dcp"))
 
 
 def newest_checkpoint(run_dir: str | os.PathLike, which: str) -> Path | None:
-    """The run's `which` checkpoint (best or last), a file or a sharded folder: the newer of the two
-    where a run continued under the other system.strategy holds both, as a resume would choose
-    (load_newest_valid); None where there is neither."""
+    """The run's `which` checkpoint (best or last), a file or a sharded folder: the one of the higher
+    iteration where a run continued under the other system.strategy holds both; None where there
+    is neither."""
     found = [p for p in (checkpoint_path(run_dir, which), sharded_checkpoint_path(run_dir, which)) if p.exists()]
-    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
+    return min(found, key=lambda path: _rank(path, checkpoint_iteration(path)), default=None)
 
 
 def load_newest_valid(run_dir: Path) -> tuple[dict[str, Any], Path]:
-    """The newest checkpoint of run_dir that loads; a corrupt one is reported and skipped. A
-    sharded one (a .dcp folder) gives its train state and its weights' shapes (read_sharded)."""
+    """The checkpoint of run_dir to continue from: the highest iteration that loads whole (a
+    damaged one is named and passed over). A sharded one (a .dcp folder) gives its train state and
+    its weights' shapes (read_sharded)."""
     paths = all_checkpoints(run_dir)
     if not paths:
         raise CheckpointError(
@@ -69,15 +86,36 @@ def load_newest_valid(run_dir: Path) -> tuple[dict[str, Any], Path]:
     errors = []
     for path in paths:
         try:
-            state = _sharded().read_sharded(path) if path.suffix == ".dcp" else load_checkpoint(path)
+            state = _load_for_resume(path)
         except CheckpointError as exc:
             log.warning("%s; trying an older checkpoint", exc)
             errors.append(str(exc))
             continue
+        # The files whose iteration could not even be read rank last: say why they were passed over.
+        for unreadable in paths[paths.index(path) + 1 :]:
+            if checkpoint_iteration(unreadable) is None:
+                try:
+                    _load_for_resume(unreadable)
+                except CheckpointError as exc:
+                    log.warning("%s; passed over", exc)
+                    errors.append(str(exc))
         if errors:
             log.warning("resuming from %s instead", path)
+        _say_why(path, state["iter_num"], paths)
         return state, path
     raise CheckpointError("; ".join(errors))
+
+
+def _load_for_resume(path: Path) -> dict[str, Any]:
+    return _sharded().read_sharded(path) if path.suffix == ".dcp" else load_checkpoint(path)
+
+
+def _say_why(chosen: Path, iteration: int, paths: list[Path]) -> None:
+    """Where the run's best and last checkpoints disagree with the one chosen, say which holds what."""
+    others = [p for p in paths if p != chosen and p.stem in ("ckpt_last", "ckpt_best")]
+    held = [f"{p.name} holds iter {checkpoint_iteration(p)}" for p in others if checkpoint_iteration(p) != iteration]
+    if held:
+        log.info("continuing from %s, iter %d: the highest iteration of the run's checkpoints (%s)", chosen.name, iteration, "; ".join(held))
 
 
 def clean_interrupted_saves(run_dir: Path) -> tuple[list[str], list[str]]:
@@ -158,18 +196,32 @@ class Checkpointer:
 
 
 def load_model(run_dir: Path, which: str, device: str) -> tuple[GPT, dict, Path]:
-    """The model of a run's checkpoint (`best`, falling back to `last`), in eval mode, the
-    dataset metadata it was trained with (its tokenizer), and the checkpoint's path."""
+    """The model of a run's checkpoint (`best`, falling back to `last` where there is no best, or
+    where it is damaged), in eval mode, the dataset metadata it was trained with (its tokenizer),
+    and the checkpoint's path."""
     if which not in CKPT_NAMES:
         raise ConfigError(f"checkpoint={which!r} is invalid: must be best or last")
     if not run_dir.is_dir():
         raise CheckpointError(f"run_dir={str(run_dir)!r}: no such folder")
     # A single file or a sharded folder (system.strategy=fsdp); best falls back to last.
     path = newest_checkpoint(run_dir, which)
-    if path is None and which == "best":
-        path = newest_checkpoint(run_dir, "last")
+    fallback = newest_checkpoint(run_dir, "last") if which == "best" else None
     if path is None:
-        path = checkpoint_path(run_dir, which)  # missing: load_checkpoint's error names it
+        path, fallback = fallback or checkpoint_path(run_dir, which), None  # missing: loading it names it
+    try:
+        return _load_model(path, device)
+    except CheckpointError as exc:
+        if fallback is None or fallback == path:
+            raise
+        try:
+            loaded = _load_model(fallback, device)
+        except CheckpointError as second:
+            raise CheckpointError(f"{exc}; {second}") from None
+        log.warning("%s; using %s instead", exc, fallback.name)
+        return loaded
+
+
+def _load_model(path: Path, device: str) -> tuple[GPT, dict, Path]:
     state = _sharded().read_sharded_whole(path) if path.suffix == ".dcp" else load_checkpoint(path, map_location="cpu")
     model_args = check_model_args(state, path)  # before GPT(...) allocates what they say
     try:

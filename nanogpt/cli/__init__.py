@@ -4,54 +4,78 @@
                                                    entry calling a plain function of the floors below
     launch       what every command does around its task: help, free text, one-line refusals,
                  exit codes, the run folder a refused command leaves behind
-    help         --help, read from conf/ and the schemas
+    commands     what a command is: its config groups, keys, defaults and help, read from conf/
+    help         --help
     refusals     Hydra's refusals of a command line as one line, and what Hydra lets through
     hydra_compat the few places that lean on Hydra's private API or its message texts
     free_text    prompts and other free text taken verbatim
     run_folders  the resolvers that name run folders, and choosing the run to resume
-    sweeps       job folders, Optuna's search space, the report at a sweep's end
+    sweeps       the report at a sweep's end, Optuna's search space
     slurm        checks made before anything is submitted to SLURM
 
 The functions below are the console scripts of pyproject.toml (`nanogpt-train` is `train`);
 `python -m nanogpt.train` (and so on) runs the same. Each imports its command's module only
 when called, and a command's module imports torch only once its task runs, so that --help, tab
-completion and a refused command line answer without loading torch.
+completion and a refused command line answer without loading torch. This module imports
+nothing but the standard library and nanogpt.errors: it is what runs first.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
 
-def train() -> None:
-    from nanogpt.cli.train import cli
+from nanogpt.errors import EXIT_INTERRUPTED, Interrupted, interrupt
 
-    cli()
-
-
-def sample() -> None:
-    from nanogpt.cli.sample import cli
-
-    cli()
-
-
-def prepare() -> None:
-    from nanogpt.cli.prepare import cli
-
-    cli()
+# The stop signals a command may get besides Ctrl-C: from `kill`, a scheduler, a closed
+# terminal or ssh session (SIGHUP), SLURM's warning before a time limit (SIGUSR2).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
 
 
-def export() -> None:
-    from nanogpt.cli.export import cli
-
-    cli()
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    interrupt(signal.Signals(signum).name)
 
 
-def evaluate() -> None:
-    from nanogpt.cli.eval import cli
+def _run(module: str) -> None:
+    """Run nanogpt.cli.<module>'s cli(): a stop signal at any moment (imports included) ends the
+    command with one line and status 130, after the cleanup that Ctrl-C gets (training handles its
+    own, to checkpoint first); output piped into a reader that closed early (`| head`) is no error."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise_interrupted)
+    try:
+        importlib.import_module(f"nanogpt.cli.{module}").cli()
+    except KeyboardInterrupt as exc:
+        name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+        print(f"error: interrupted by {name}; stopped before it finished, nothing half-written was kept", file=sys.stderr, flush=True)
+        # Everything to clean up was cleaned up on the way here. A library interrupted half-way
+        # through its import (torch's, in the first seconds) may trip over itself at exit: leave
+        # without running the interpreter's exit hooks, once what was written is flushed.
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        logging.shutdown()
+        os._exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # Python's advice: point stdout at devnull, so that flushing it at exit raises nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
 
-    cli()
+
+def _command(module: str) -> Callable[[], None]:
+    def command() -> None:
+        _run(module)
+
+    command.__doc__ = f"The console command of nanogpt.cli.{module}."
+    return command
 
 
-def report() -> None:
-    from nanogpt.cli.report import cli
-
-    cli()
+train = _command("train")
+sample = _command("sample")
+prepare = _command("prepare")
+export = _command("export")
+evaluate = _command("eval")
+report = _command("report")

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import re
 
-from hydra.core.override_parser.types import Quote, QuotedString
-
-from nanogpt.config.text import escape_interpolations
+from nanogpt.config.text import hydra_quoted
 
 # Per primary config (the `config_name` of the command), its free-text keys: False for a key
 # that takes one string, True for a list of strings, one per occurrence of `key=`.
@@ -26,11 +24,6 @@ FREE_TEXT_KEYS: dict[str, dict[str, bool]] = {
 
 # `key=`, `+key=` or `++key=` at the start of an argument; the value is everything after the `=`.
 _OVERRIDE = re.compile(r"(?P<prefix>\+{0,2})(?P<key>[\w.]+)=")
-
-
-def hydra_quoted(text: str) -> str:
-    """text as one quoted value of Hydra's override grammar that arrives in the config as text."""
-    return QuotedString(text=escape_interpolations(text), quote=Quote.single).with_quotes()
 
 
 def quote_free_text(argv: list[str], config_name: str) -> list[str]:

@@ -63,13 +63,27 @@ def launch(main: Callable[[], Any], config_name: str) -> None:
     with one_line_hydra_errors(config_name):
         try:
             main()
+        except KeyboardInterrupt:
+            # Between Hydra's making the run folder and the command's own handling of a stop:
+            # what was made for this command goes, and nanogpt.cli says the rest in one line.
+            if RunDirGuard.run_dir is not None:
+                RunDirGuard.remove_if_fresh(RunDirGuard.run_dir)
+            raise
         except Exception as exc:
             # Hydra writes into the run folder before our task runs (its log file, the config
-            # copy): a read-only or full disk fails there, as a ValueError of logging's.
+            # copy): a read-only or full disk fails there, as a ValueError of logging's; a file
+            # where the folder should be, as os.makedirs' FileExistsError or NotADirectoryError.
             fault = storage_fault(exc)
-            if fault is None:
-                raise
-            exit_storage_error(storage_error(fault))
+            if fault is not None:
+                exit_storage_error(storage_error(fault))
+            if isinstance(exc, (FileExistsError, NotADirectoryError)):
+                print(
+                    f"error: {exc.filename}: a file stands where a folder must be made (hydra.run.dir); choose another folder",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                raise SystemExit(EXIT_USER_ERROR) from None
+            raise
 
 
 def run_or_exit(task: Callable[[], T], undo: Callable[[], None] | None = None) -> T:
@@ -128,13 +142,15 @@ class RunDirGuard(Callback):
     the callback itself, before the folder; the command's task, after it, asks the class."""
 
     HYDRA_FILES = {".hydra", "train.log"}
-    # The entries already in the run folder, and the highest folder Hydra has yet to create;
+    # The run folder, the entries already in it, and the highest folder Hydra has yet to create;
     # None: not known (the callback did not run), so nothing is removed.
+    run_dir: Path | None = None
     before: tuple[set[str], Path | None] | None = None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(config.hydra.run.dir).absolute()
         missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+        RunDirGuard.run_dir = run_dir
         RunDirGuard.before = (set(os.listdir(run_dir)) if run_dir.is_dir() else set(), missing[-1] if missing else None)
 
     @classmethod

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nanogpt.errors import EXIT_USER_ERROR
+from nanogpt.errors import EXIT_STORAGE_ERROR, EXIT_USER_ERROR, storage_error, storage_fault
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,10 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", type=Path, help="a run folder or a sweep folder")
     args = parser.parse_args(argv)
     try:
-        print(report(args.folder))
+        report(args.folder, show=lambda text: print(text, flush=True))
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:  # the summary files: a read-only or full disk (the table is printed already)
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        print(f"error: {storage_error(fault)}; the table above is not saved", file=sys.stderr)
+        return EXIT_STORAGE_ERROR
     return 0
 
 

@@ -63,12 +63,12 @@ def sample(cfg: DictConfig) -> list[str]:
         window=cfg.window,
     )
     validate_sample(cfg)
-    validate_generation(**options)  # before loading the checkpoint: a bad option fails at once
+    validate_generation(**options, seed=cfg.seed)  # before loading the checkpoint: a bad option fails at once
     if cfg.run_dir is None:
         raise ConfigError("run_dir is required: python -m nanogpt.sample run_dir=<a run folder under outputs/>")
     from nanogpt.generation import Generator  # torch: only once the command line is known good
 
-    generator = Generator.from_run(cfg.run_dir, cfg.checkpoint, cfg.system.device, cfg.system.dtype)
+    generator = Generator.from_run(cfg.run_dir, cfg.checkpoint, cfg.system.device, cfg.system.dtype, cfg.system.check_memory)
     texts = generator.generate(read_prompt(cfg.prompt), seed=cfg.seed, kv_cache=cfg.kv_cache, on_text=show if cfg.stream else None, **options)
     for i, text in enumerate(texts):
         if i:

@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from nanogpt.errors import EXIT_TRAINING_ERROR, EXIT_USER_ERROR, ConfigError, first_line
+from nanogpt.errors import EXIT_TRAINING_ERROR, EXIT_USER_ERROR, ConfigError, first_line, storage_error, storage_fault
 
 EXAMPLE_SPACE = "'optimizer.learning_rate=tag(log,interval(1e-4,1e-2))' 'model.n_layer=choice(2,4)'"
 
@@ -88,11 +88,16 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir).resolve()
         try:
             runs = collect_runs(sweep_dir)
-            print(report(sweep_dir, runs=runs), flush=True)
+            report(sweep_dir, runs=runs, show=lambda text: print(text, flush=True))
             print(f"sweep summary: {sweep_dir / 'summary.md'}, {sweep_dir / 'sweep.png'}", flush=True)
         except ReportError as exc:
             print(f"sweep summary: {exc}", flush=True)
             return
+        except OSError as exc:  # the summary files on a full or read-only disk: the runs are what matters
+            fault = storage_fault(exc)
+            if fault is None:
+                raise
+            print(f"sweep summary: not saved ({storage_error(fault)})", flush=True)
         failed = [r for r in runs if r.status in FAILED]
         # Hydra calls this at the end of the sweep whether or not it was interrupted: an
         # exception on its way out (a Ctrl-C) keeps its own exit status.

@@ -21,17 +21,20 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from nanogpt.cli import STOP_SIGNALS
 from nanogpt.cli.free_text import quote_free_text
 from nanogpt.cli.launch import RunDirGuard, launch, run_or_exit, run_sweep_job
 from nanogpt.cli.run_folders import PROCESS_START, live_runs, note_sweep_keys
 from nanogpt.config import CONF_DIR
-from nanogpt.errors import EXIT_INTERRUPTED, EXIT_STOPPED, ConfigError, RunStopped
+from nanogpt.config.text import pasteable_override
+from nanogpt.errors import EXIT_INTERRUPTED, EXIT_STOPPED, ConfigError, Interrupted, RunStopped
 
 log = logging.getLogger("nanogpt.train")
 
@@ -49,18 +52,39 @@ def main(cfg: DictConfig) -> float:
             return run_sweep_job(lambda: sweep_job(cfg, run_dir, overrides, group), run_dir)
         return run_or_exit(lambda: train(cfg, run_dir, overrides), undo=lambda: RunDirGuard.undo(run_dir, hydra_cfg.output_subdir))
     except (RunStopped, KeyboardInterrupt) as exc:
-        # Ending anyway: a further Ctrl-C must not break the clean-up into a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        from nanogpt.checkpoint import has_checkpoint
+        ended_by_signal(exc, cfg, run_dir, sweep, hydra_cfg.output_subdir)
 
-        kept = has_checkpoint(run_dir)
-        if not sweep and cfg.init_from != "resume" and not kept:
-            remove_unkept_run(run_dir, hydra_cfg.output_subdir)
-        if isinstance(exc, RunStopped):
-            raise SystemExit(EXIT_STOPPED) from None
+
+def ended_by_signal(exc: BaseException, cfg: DictConfig, run_dir: Path, sweep: bool, output_subdir: str | None) -> NoReturn:
+    """How a run that a signal ended leaves its folder and the command: exit EXIT_STOPPED where a
+    checkpoint is there to resume from, else EXIT_INTERRUPTED, a fresh run's folder removed."""
+    for signum in (signal.SIGINT, *STOP_SIGNALS):  # ending anyway: a further signal must not break the clean-up
+        signal.signal(signum, signal.SIG_IGN)
+    from nanogpt.checkpoint import has_checkpoint
+
+    kept = has_checkpoint(run_dir)
+    if not sweep and cfg.init_from != "resume" and not kept:
+        remove_unkept_run(run_dir, output_subdir)
+    name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+    if isinstance(exc, Interrupted) and exc.second:
         then = f"the last checkpoint in {run_dir} is intact" if kept else "nothing was kept"
         print(f"error: interrupted; stopped at once, {then}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+    elif isinstance(exc, RunStopped):
+        pass  # the loop's log line said where it stopped, and how to resume
+    elif kept:  # a run continued from its checkpoint, stopped while it started: the checkpoint stands
+        print(f"stopped by {name} while starting; the run's checkpoint is kept. Resume with: {resume_command(run_dir)}", file=sys.stderr, flush=True)
+    else:
+        print(f"error: interrupted by {name} before the run's first checkpoint; nothing was kept", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_STOPPED if kept and not (isinstance(exc, Interrupted) and exc.second) else EXIT_INTERRUPTED) from None
+
+
+def command_name() -> str:
+    """How the user started training, for the commands we print: the console script or python -m."""
+    return "nanogpt-train" if Path(sys.argv[0]).name == "nanogpt-train" else "python -m nanogpt.train"
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"{command_name()} init_from=resume {pasteable_override('run_dir', str(run_dir))}"
 
 
 def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float:
@@ -75,7 +99,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float:
         if not has_checkpoint(run_dir):
             raise ConfigError(f"init_from=resume needs run_dir=<a run folder>: no run with a checkpoint was found under outputs/{skipped}")
         log.info("init_from=resume without run_dir: chose %s, the run with the newest checkpoint under outputs/%s", run_dir, skipped)
-    return training.train(cfg, run_dir, overrides, launched_at=PROCESS_START)
+    return training.train(cfg, run_dir, overrides, launched_at=PROCESS_START, command=command_name())
 
 
 def sweep_job(cfg: DictConfig, run_dir: Path, overrides: list[str], group: str) -> float:
@@ -84,7 +108,7 @@ def sweep_job(cfg: DictConfig, run_dir: Path, overrides: list[str], group: str) 
     from nanogpt.runlock import RunFolderBusy
 
     try:
-        return training.train(cfg, run_dir, overrides, wandb_group=group, auto_resume=True, launched_at=PROCESS_START)
+        return training.train(cfg, run_dir, overrides, wandb_group=group, auto_resume=True, launched_at=PROCESS_START, command=command_name())
     except RunFolderBusy as exc:
         # Another sweep's job is training in this folder: refuse without the error.txt that
         # run_sweep_job would write there, which would mark that live run as failed.

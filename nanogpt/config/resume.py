@@ -11,7 +11,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nanogpt.config.text import as_text
-from nanogpt.errors import CheckpointError, ConfigError
+from nanogpt.errors import CheckpointError, ConfigError, first_line
 
 # Keys a resumed run may change: they steer the loop, the optimizer's schedule or the hardware,
 # but not the model's shape nor which batches it sees.
@@ -81,7 +81,15 @@ def check_belongs_to_run(saved: DictConfig, run_dir: Path, path: Path) -> None:
     folder_config = run_dir / ".hydra" / "config.yaml"
     if not folder_config.is_file():
         return
-    own = OmegaConf.load(folder_config)
+    try:
+        own = OmegaConf.load(folder_config)
+    except Exception as exc:  # YAML's and OmegaConf's many errors: the file is not a config
+        raise ConfigError(
+            f"{folder_config} is unreadable ({first_line(exc)}): it records what the run trains; put back a good copy, "
+            f"or remove it to resume without that check"
+        ) from None
+    if not isinstance(own, DictConfig):
+        raise ConfigError(f"{folder_config} holds no config: put back a good copy, or remove it to resume without that check")
     groups = ("model", "dataset") if OmegaConf.select(own, "init_from") == "scratch" else ("dataset",)
     for group in groups:
         ours, theirs = _flat(OmegaConf.select(own, group), group), _flat(OmegaConf.select(saved, group), group)

@@ -143,6 +143,7 @@ class SystemConfig:
     # which a Choice would refuse.
     compile: str = setting("auto", "auto | true | false (auto: on CUDA only)")
     strategy: Strategy = setting(Strategy.ddp, "across ranks (torchrun, SLURM tasks); fsdp saves sharded checkpoints (ckpt_*.dcp/ folders)")
+    check_memory: bool = setting(True, "refuse a run (or a sampling batch) estimated to need more memory than the machine has")
 
 
 @dataclass
@@ -197,6 +198,11 @@ class TrainConfig:
     eval_tasks_include_path: Optional[str] = setting(None)
 
 
+# Below this temperature, sampling is greedy: logits / temperature would overflow float32 towards
+# a softmax that is one-hot anyway.
+GREEDY_BELOW_TEMPERATURE = 1e-5
+
+
 @dataclass
 class SampleConfig:
     system: SystemConfig = MISSING
@@ -205,7 +211,7 @@ class SampleConfig:
     prompt: str = setting("\n", "text, or FILE:path")
     num_samples: int = setting(3)
     max_new_tokens: int = setting(500)
-    temperature: float = setting(0.8, "0 = greedy")
+    temperature: float = setting(0.8, f"0 = greedy (and so is any below {GREEDY_BELOW_TEMPERATURE:g})")
     top_k: Optional[int] = setting(200, "null: no limit")
     top_p: float = setting(1.0, "nucleus sampling: keep the likeliest tokens holding this much probability")
     seed: int = setting(1337, "same seed, same text")

@@ -34,6 +34,8 @@ from nanogpt.errors import ConfigError
 from nanogpt.settings import Choice
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+# Seeds that every generator takes (torch's take -2**63 to 2**64-1; a rank is added to the seed).
+SEED_RANGE = (-(2**63), 2**63 - 1)
 COMPILE_CHOICES = ("auto", "true", "false")
 
 
@@ -53,6 +55,10 @@ def choices_text(choice: type[Choice], optional: bool = False) -> str:
 def _require_choice(value: Any, choice: type[Choice], key: str, optional: bool = False) -> None:
     valid = (optional and value is None) or (isinstance(value, str) and value in choice.values())
     _require(valid, key, value, f"must be {choices_text(choice, optional)}")
+
+
+def validate_seed(seed: int) -> None:
+    _require(SEED_RANGE[0] <= seed <= SEED_RANGE[1], "seed", seed, "must be an integer from -2**63 to 2**63-1")
 
 
 def validate_system(system: DictConfig | SystemConfig) -> None:
@@ -124,6 +130,7 @@ def validate_train(cfg: DictConfig | TrainConfig) -> None:
     _require(cfg.keep_last_k >= 0, "keep_last_k", cfg.keep_last_k, "must be >= 0")
     for key in ("eval_interval", "eval_iters", "log_interval", "gradient_accumulation_steps"):
         _require(cfg[key] > 0, key, cfg[key], "must be a positive integer")
+    validate_seed(cfg.seed)
     _require(
         cfg.init_from in ("scratch", "resume", *PRETRAINED_REPOS) or (cfg.init_from.startswith("hf:") and len(cfg.init_from) > 3),
         "init_from",
@@ -163,6 +170,7 @@ def validate_generation(
     top_p: float,
     stop: Sequence[str],
     window: str,
+    seed: int = 0,
 ) -> None:
     """The generation options, shared by `nanogpt-sample` and nanogpt.generate()."""
     _require(num_samples > 0, "num_samples", num_samples, "must be a positive integer")
@@ -173,6 +181,7 @@ def validate_generation(
     _require(0 < top_p <= 1, "top_p", top_p, "must be in (0, 1] (1 keeps every token)")
     _require(all(isinstance(s, str) and s for s in stop), "stop", list(stop), "must be a list of non-empty strings")
     _require_choice(window, Window, "window")
+    validate_seed(seed)
 
 
 def validate_checkpoint_choice(which: str) -> None:
@@ -183,6 +192,7 @@ def validate_sample(cfg: DictConfig | SampleConfig) -> None:
     """The sample command's own keys; the generation options go through validate_generation."""
     validate_checkpoint_choice(cfg.checkpoint)
     validate_system(cfg.system)
+    validate_seed(cfg.seed)
 
 
 def validate_export(cfg: DictConfig | ExportConfig) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 
 from nanogpt.data.tokenizers import Tokenizer
 from nanogpt.data.tokens import DTYPES
+from nanogpt.errors import check_interrupted
 
 # Characters per piece (and per work unit): big enough that the per-unit cost of handing work to
 # another process is negligible, small enough that a few units in flight per worker stay small.
@@ -118,6 +119,7 @@ class ParallelEncoder:
     def map(self, units: Iterable[Unit]) -> Iterator[tuple[Unit, np.ndarray]]:
         if self.workers == 1:
             for unit in units:
+                check_interrupted()
                 yield unit, encode_parts(self.tokenizer, unit.parts, self.dtype)
             return
         # Workers that are forked share the tokenizer with this process for free; elsewhere (macOS,
@@ -132,6 +134,7 @@ class ParallelEncoder:
         pending: collections.deque[tuple[Unit, Future]] = collections.deque()
         try:
             for unit in units:
+                check_interrupted()  # a stop signal whose exception landed in a finalizer, and was lost
                 pending.append((unit, pool.submit(_encode_in_worker, unit.parts, self.dtype)))
                 if len(pending) >= self.IN_FLIGHT_PER_WORKER * self.workers:
                     done, future = pending.popleft()
@@ -152,8 +155,10 @@ _worker_tokenizer: Tokenizer | None = None
 def _start_worker(tokenizer: Tokenizer) -> None:
     global _worker_tokenizer
     _worker_tokenizer = tokenizer
-    # Ctrl-C reaches the whole process group: the parent stops the work; a worker's own traceback would be noise.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, and a closed terminal's SIGHUP, reach the whole process group: the parent stops the
+    # work (and waits for the units running here); a worker's own traceback would be noise.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         # End with the parent even when it is killed outright (kill -9), instead of waiting forever.
         PR_SET_PDEATHSIG = 1

@@ -72,7 +72,7 @@ def read_meta(folder: Path) -> dict | None:
     folder holds a complete prepared dataset, else None."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        if meta.get("format") not in READABLE_META_FORMATS:
+        if not _well_formed(meta) or meta.get("format") not in READABLE_META_FORMATS:
             return None
         meta.setdefault("dtype", "uint16")  # format 1 wrote uint16 only
         itemsize = DTYPES[meta["dtype"]].itemsize
@@ -84,6 +84,20 @@ def read_meta(folder: Path) -> dict | None:
         return meta
     except (OSError, ValueError, KeyError):
         return None
+
+
+# The keys every meta.json holds, and their types: a file of another shape (valid JSON, but
+# written by hand or by something else) is no prepared dataset, which is then prepared again.
+META_KEYS = {"format": int, "dataset": str, "tokenizer": str, "vocab_size": int, "train_tokens": int, "val_tokens": int}
+META_OPTIONAL_KEYS = {"dtype": str, "tokenizer_file": str, "itos": list, "source": str, "source_sha256": str}
+
+
+def _well_formed(meta: Any) -> bool:
+    if not isinstance(meta, dict):
+        return False
+    required = all(type(meta.get(key)) is kind for key, kind in META_KEYS.items())
+    optional = all(type(meta[key]) is kind for key, kind in META_OPTIONAL_KEYS.items() if meta.get(key) is not None)
+    return required and optional and all(isinstance(ch, str) for ch in meta.get("itos") or [])
 
 
 def prepare_config(dataset: Any, force: bool = False) -> dict:
@@ -121,6 +135,7 @@ def prepare(
     if given_tokenizer is not None:
         recipe["tokenizer_sha256"] = given_tokenizer.sha256
     folder = dataset_dir(data_dir, name)
+    _check_is_own(folder, name)
     # A prepared dataset is read without the lock (meta.json lands last, atomically), so a dataset on
     # a read-only disk, or one another process is re-preparing, is usable as it is.
     meta = _prepared(folder, recipe, force, source, hub)
@@ -143,6 +158,18 @@ def prepare(
     finally:
         if created and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # a refused first preparation leaves no folder behind
+
+
+def _check_is_own(folder: Path, name: str) -> None:
+    """Refuse a folder that holds another dataset's preparation (copied or renamed into place): its
+    tokens would be trained on under this name, or, prepared again, a copy someone made on purpose
+    would be overwritten."""
+    meta = read_meta(folder)
+    if meta is not None and meta["dataset"] != name:
+        raise DataError(
+            f"{folder} holds the prepared dataset {meta['dataset']!r} (from {meta.get('source', '?')}), not {name!r}: "
+            f"use dataset.name={meta['dataset']}, or move that folder away and prepare {name} anew"
+        )
 
 
 def _prepared(folder: Path, recipe: dict, force: bool, source: str | None, hub: HubSource | None) -> dict | None:

@@ -42,6 +42,8 @@ def source_files(name: str, folder: Path, source: str | None) -> list[Path]:
             raise DataError(f"dataset.source={source!r}: the folder holds no file of type {', '.join(CORPUS_SUFFIXES)}")
     elif path.is_file():
         files = [path]
+    elif path.exists():  # a FIFO, a device (/dev/zero), a socket: no corpus, and reading one may never end
+        raise DataError(f"dataset.source={source!r}: not a regular file or a folder")
     else:
         raise DataError(f"dataset.source={source!r}: no such file or folder")
     return files

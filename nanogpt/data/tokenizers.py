@@ -27,7 +27,7 @@ import tokenizers
 from tiktoken_ext.openai_public import r50k_pat_str
 
 from nanogpt.data.bundled import read_bundled
-from nanogpt.errors import DataError
+from nanogpt.errors import DataError, first_line
 
 
 class Tokenizer(Protocol):
@@ -165,11 +165,18 @@ class HFTokenizer:
         return self._vocab_size
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        try:
+            return self.tokenizer.encode(text, add_special_tokens=False).ids
+        except Exception as exc:  # the Rust library raises plain Exceptions
+            raise _cannot_encode(exc) from None
 
     def encode_array(self, text: str) -> np.ndarray:
         # encode_batch_fast skips the character offsets that encode() also computes: 2.5x faster.
-        return np.array(self.tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids, dtype=np.uint32)
+        try:
+            ids = self.tokenizer.encode_batch_fast([text], add_special_tokens=False)[0].ids
+        except Exception as exc:  # the Rust library raises plain Exceptions
+            raise _cannot_encode(exc) from None
+        return np.array(ids, dtype=np.uint32)
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
@@ -180,6 +187,15 @@ MIN_BPE_VOCAB_SIZE = 257
 # Ids are stored as uint32, and the model needs an embedding row per token: 2**24 is far beyond
 # any vocabulary that makes sense for a small GPT, and stops a typo (1e9) from allocating gigabytes.
 MAX_BPE_VOCAB_SIZE = 2**24
+
+
+def _cannot_encode(exc: Exception) -> DataError:
+    """A text that a tokenizer.json cannot encode (a WordLevel model without an unknown token meets a
+    word outside its vocabulary, say), as one line."""
+    return DataError(
+        f"the tokenizer cannot encode the text ({first_line(exc)}); give it an unknown token ([UNK]) or a vocabulary that "
+        f"covers the text, or use dataset.tokenizer=char, gpt2 or bpe"
+    )
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int) -> HFTokenizer:

@@ -36,14 +36,20 @@ from nanogpt.errors import ConfigError
 from nanogpt.huggingface.layout import ACTIVATION_FUNCTIONS, CONV1D_WEIGHTS
 from nanogpt.model import GPT, LayerNorm
 
+# What an export writes: every file that a folder holds, whatever the tokenizer. The last is ours
+# alone, so a folder that holds it (and nothing outside this list) is an earlier export.
+EXPORT_FILES = frozenset(
+    {"config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "nanogpt_tokenizer.json"}
+)
+EXPORT_MARKER = "nanogpt_tokenizer.json"
+
 
 def export(run_dir: str | Path, which: str, out_dir: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
     """Write the model of run_dir's `which` checkpoint (best, falling back to last) into the
-    folder out_dir, replacing an earlier one only with overwrite; returns the checkpoint's path and
-    the folder."""
+    folder out_dir, replacing an earlier export only with overwrite; returns the checkpoint's path
+    and the folder."""
     out = Path(out_dir).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ConfigError(f"out={str(out_dir)!r} exists and is not an empty folder; choose another out, or pass overwrite=true")
+    check_out(Path(run_dir), out, str(out_dir), overwrite)
     model, meta, path = load_model(Path(run_dir), which, "cpu")
     if model.config.gelu_approximate not in ACTIVATION_FUNCTIONS:
         raise ConfigError(
@@ -193,6 +199,30 @@ def char_tokenizer_json(tokenizer: CharTokenizer) -> str:
 
 def _write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def check_out(run_dir: Path, out: Path, given: str, overwrite: bool) -> None:
+    """Refuse an out that an export must not write to: the run folder or a folder holding it, and,
+    where out is not empty, anything but an earlier export (which overwrite=true replaces). Never
+    is a folder deleted that an export did not write."""
+    if run_dir.exists() and out.exists():
+        if out.resolve() == run_dir.resolve():
+            raise ConfigError(f"out={given!r} is the run folder, whose checkpoints the export reads; choose another out")
+        if out.resolve() in run_dir.resolve().parents:
+            raise ConfigError(f"out={given!r} holds the run folder {run_dir}; choose another out")
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise ConfigError(f"out={given!r} is a file; choose a new or empty folder")
+    if not overwrite:
+        raise ConfigError(f"out={given!r} exists and is not an empty folder; choose another out, or pass overwrite=true")
+    names = {path.name for path in out.iterdir()}
+    foreign = sorted(names - EXPORT_FILES)
+    if foreign or EXPORT_MARKER not in names:
+        example = f" (it holds {foreign[0]})" if foreign else f" (it has no {EXPORT_MARKER})"
+        raise ConfigError(
+            f"out={given!r} is not an earlier export{example}: overwrite=true replaces only a folder that an export wrote; choose another out"
+        )
 
 
 def _replace_folder(staging: Path, out: Path) -> None:

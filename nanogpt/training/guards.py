@@ -14,32 +14,41 @@ import torch
 
 from nanogpt.checkpoint import newest_checkpoint
 from nanogpt.distributed import Dist, any_rank
-from nanogpt.errors import TrainingError
+from nanogpt.errors import TrainingError, clear_interrupted, interrupt
 
 
 class StopRequest:
-    """Turns SIGINT, SIGTERM and SIGUSR2 into a flag the loop checks at each step boundary, so a
-    stop ends with a checkpoint instead of a half-finished step. A second Ctrl-C stops at once.
+    """Turns SIGINT, SIGTERM, SIGHUP (a closed terminal or ssh session) and SIGUSR2 into a flag the
+    loop checks at each step boundary, so a stop ends with a checkpoint instead of a half-finished
+    step. Until the loop runs (`at_step_boundaries`), there is nothing to checkpoint and nothing
+    worth finishing (preparing data, building the model): a signal then stops at once, as does a
+    second Ctrl-C (Interrupted).
 
     Inside a submitit job (SLURM), submitit's own handlers requeue the job: SIGUSR2 (preemption
     or time limit) is handed over to them once the checkpoint is written, and SIGTERM, which
     SLURM sends before the USR2 of a preemption, only asks for a checkpoint and training goes on."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2)
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self.at_step_boundaries = False
         self._checkpoint_only = False
         self._previous: dict[int, Any] = {}
         self._signum: int | None = None
 
     def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signal_name is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        name = signal.Signals(signum).name
         if signum == signal.SIGTERM and _in_submitit_job():
             self._checkpoint_only = True
             return
-        self.signal_name = signal.Signals(signum).name
+        if not self.at_step_boundaries:
+            if signum == signal.SIGUSR2 and self._hand_over(signum):
+                return  # submitit requeues the job, which starts this run again
+            interrupt(name)
+        if self.signal_name is not None and signum == signal.SIGINT:
+            interrupt(name, second=True)
+        self.signal_name = name
         self._signum = signum
 
     def requested(self, world: Dist) -> bool:
@@ -47,6 +56,7 @@ class StopRequest:
 
     @contextmanager
     def installed(self) -> Iterator[StopRequest]:
+        clear_interrupted()  # one that an earlier run in this process took already
         self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         try:
             yield self
@@ -55,12 +65,14 @@ class StopRequest:
                 signal.signal(s, handler)
 
     def hand_over(self) -> bool:
-        """After training stopped on SIGUSR2 and saved its checkpoint, let the handler that was
-        there before (submitit's: requeue the job, then exit) do its part; True if there was one,
-        which then decides how the process ends."""
-        previous = self._previous.get(self._signum) if self._signum == signal.SIGUSR2 else None
-        if callable(previous):
-            previous(self._signum, None)
+        """After training stopped on SIGUSR2 and saved its checkpoint, let submitit's handler (requeue
+        the job, then exit) do its part; True if there was one, which then decides how the process ends."""
+        return self._signum == signal.SIGUSR2 and self._hand_over(self._signum)
+
+    def _hand_over(self, signum: int) -> bool:
+        previous = self._previous.get(signum)
+        if _in_submitit_job() and callable(previous):
+            previous(signum, None)
             return True
         return False
 

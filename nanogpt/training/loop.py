@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from nanogpt.data import EVAL_DATA_STREAM, TokenFile, load_tokenizer, stream_seed
 from nanogpt.distributed import Dist, any_rank, max_over_ranks, mean_over_ranks
+from nanogpt.errors import check_interrupted
 from nanogpt.metrics import MetricsLog, format_duration, plot_losses
 from nanogpt.system import System, peak_memory_mb
 from nanogpt.training.guards import StopRequest, diverged
@@ -179,10 +180,10 @@ def eval_only(run: TrainingRun) -> float:
     return losses["val"]
 
 
-def train(run: TrainingRun, stop: StopRequest, launched_at: float) -> tuple[float, bool]:
+def train(run: TrainingRun, stop: StopRequest, launched_at: float, resume_command: str) -> tuple[float, bool]:
     """The training loop: evaluate and checkpoint every eval_interval, stop at max_iters, when
-    time_budget_s is spent, or at the first step boundary after a stop signal. Returns the best
-    val loss, and whether a signal stopped the run."""
+    time_budget_s is spent, or at the first step boundary after a stop signal (whose log line
+    gives resume_command). Returns the best val loss, and whether a signal stopped the run."""
     cfg, state, main = run.cfg, run.state, run.world.is_main
     metrics = MetricsLog(run.run_dir / "metrics.jsonl") if main else None
 
@@ -203,6 +204,8 @@ def train(run: TrainingRun, stop: StopRequest, launched_at: float) -> tuple[floa
     last_eval_iter = state.iter_num if state.iter_num > 0 else -1
     last_benchmark_iter = last_eval_iter
     stopped, status = False, "failed"
+    check_interrupted()  # a signal of the start-up whose exception a finalizer swallowed
+    stop.at_step_boundaries = True  # from here on a signal waits for the next boundary and a checkpoint
     try:
         used = budget_used(run)
         while True:
@@ -239,8 +242,8 @@ def train(run: TrainingRun, stop: StopRequest, launched_at: float) -> tuple[floa
                 run.health.read(state.iter_num, run.run_dir)  # never checkpoint a diverged model
                 save(run, "last")
                 log.info(
-                    "stopped by %s at iter %d; checkpoint saved. Resume with: python -m nanogpt.train init_from=resume run_dir=%s",
-                    stop.signal_name or "another rank", state.iter_num, run.run_dir,
+                    "stopped by %s at iter %d; checkpoint saved. Resume with: %s",
+                    stop.signal_name or "another rank", state.iter_num, resume_command,
                 )  # fmt: skip
                 break
 
@@ -274,8 +277,9 @@ def train(run: TrainingRun, stop: StopRequest, launched_at: float) -> tuple[floa
             metrics.close()
         if run.tracker is not None:
             run.tracker.finish(exit_code=0 if status != "failed" else 1)
-    log.info(
-        "done: best val loss %.4f after %d iterations (%s, peak memory %.0f MiB); run folder: %s",
-        state.best_val_loss, state.iter_num, format_duration(state.elapsed), peak_mb, run.run_dir,
-    )  # fmt: skip
+    if not (stopped and state.iter_num == 0):  # a fresh run stopped before it trained leaves nothing to report
+        log.info(
+            "done: best val loss %.4f after %d iterations (%s, peak memory %.0f MiB); run folder: %s",
+            state.best_val_loss, state.iter_num, format_duration(state.elapsed), peak_mb, run.run_dir,
+        )  # fmt: skip
     return state.best_val_loss, stopped

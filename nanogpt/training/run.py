@@ -18,7 +18,7 @@ from nanogpt import distributed
 from nanogpt.checkpoint import check_model_args, clean_interrupted_saves, has_checkpoint, load_newest_valid
 from nanogpt.config import validate_train
 from nanogpt.config.resume import check_belongs_to_run, override_keys, resumed_config
-from nanogpt.config.text import as_text
+from nanogpt.config.text import as_text, pasteable_override
 from nanogpt.distributed import env_rank
 from nanogpt.errors import ConfigError, RunStopped
 from nanogpt.metrics import keep_metrics_until, remove_temp_files
@@ -39,13 +39,15 @@ def train(
     wandb_group: str | None = None,
     auto_resume: bool = False,
     launched_at: float | None = None,
+    command: str = "nanogpt-train",
 ) -> float:
     """Train (or resume, or evaluate) as cfg says, writing into run_dir; returns the best val loss.
 
     `overrides` are the command-line overrides, which a resume checks against the checkpoint.
     With `auto_resume` (sweep jobs, requeued SLURM jobs) a run folder that already holds a
     checkpoint is continued rather than started again; a finished run is not trained again.
-    `launched_at` is when the command started (the start record's startup_s counts from it).
+    `launched_at` is when the command started (the start record's startup_s counts from it);
+    `command` how the user started training (a stopped run's log line says how to resume it).
     Rank 0 holds the run folder's lock throughout: a second writer is refused (RunFolderBusy).
     A stop signal ends training at a step boundary with a checkpoint and raises RunStopped."""
     launched_at = time.time() if launched_at is None else launched_at
@@ -57,7 +59,8 @@ def train(
         # Installed from the start, so that a Ctrl-C while the data and the model load also
         # stops cleanly; eval_only has no step boundary to wait for and stops at once.
         with contextlib.nullcontext() if cfg.eval_only else stop.installed():
-            result, stopped = _train(cfg, run_dir, overrides or [], wandb_group, auto_resume, stop, launched_at)
+            resume_command = f"{command} init_from=resume {pasteable_override('run_dir', str(run_dir))}"
+            result, stopped = _train(cfg, run_dir, overrides or [], wandb_group, auto_resume, stop, launched_at, resume_command)
     if stopped:
         raise RunStopped
     return result
@@ -74,7 +77,14 @@ def clean_up_after_kill(run_dir: Path) -> None:
 
 
 def _train(
-    cfg: DictConfig, run_dir: Path, overrides: list[str], wandb_group: str | None, auto_resume: bool, stop: StopRequest, launched_at: float
+    cfg: DictConfig,
+    run_dir: Path,
+    overrides: list[str],
+    wandb_group: str | None,
+    auto_resume: bool,
+    stop: StopRequest,
+    launched_at: float,
+    resume_command: str,
 ) -> tuple[float, bool]:
     """train()'s work, holding the lock: the best val loss, and whether a signal stopped training
     (unless the stop was handed over to submitit, which then ends the process its own way)."""
@@ -110,7 +120,7 @@ def _train(
                 if resume is None:
                     (run_dir / "loss.png").unlink(missing_ok=True)
             with running_marker(run_dir, world.is_main):
-                result, stopped = loop.train(run, stop, launched_at)
+                result, stopped = loop.train(run, stop, launched_at, resume_command)
             stopped = stopped and not stop.hand_over()
     except BaseException:
         distributed.shutdown(all_ranks_done=False)

@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from nanogpt import memory
 from nanogpt.checkpoint import Checkpointer, TrainState
 from nanogpt.config import Strategy, validate_parallelism
 from nanogpt.config.resume import override_keys
@@ -81,6 +82,15 @@ def build(
     meta, splits = open_data(cfg, system, resume)
     pretrained = load_pretrained(cfg, override_keys(overrides), meta) if cfg.init_from not in ("scratch", "resume") else None
     model_args = model_arguments(cfg, meta)
+    # fsdp on one process trains the plain model (nothing to shard) but saves sharded
+    # checkpoints, which any number of ranks can continue.
+    sharded = cfg.system.strategy == Strategy.fsdp and world.enabled
+    if cfg.system.check_memory:  # before anything of the run's size is allocated (the dtype probe's block included)
+        dtype_bound = "float32" if system.dtype == "auto" else system.dtype  # auto: the larger of its choices
+        needs = memory.training(
+            model_args, cfg.dataset.batch_size, cfg.gradient_accumulation_steps, dtype_bound, world.world_size if sharded else 1, cfg.eval_only
+        )
+        memory.check(needs, system.device, "this run")
     probe = None
     if system.dtype == "auto":
         dtype, probe = settle_cpu_dtype(model_args, cfg.dataset.batch_size, world, resume)
@@ -93,9 +103,6 @@ def build(
     if pretrained is not None:
         model.load_state_dict(pretrained)
     model.to(system.device)
-    # fsdp on one process trains the plain model (nothing to shard) but saves sharded
-    # checkpoints, which any number of ranks can continue.
-    sharded = cfg.system.strategy == Strategy.fsdp and world.enabled
     if sharded:
         from nanogpt.fsdp import shard_model  # torch.distributed.fsdp: only where a run shards
 
