@@ -58,7 +58,7 @@ class DtypeProbe:
     cached: bool  # read from the cache instead of measured now
     key: str  # the cache entry's key (machine, torch, threads, shapes)
     seconds: float = 0.0  # what measuring took (0 when cached)
-    not_cached: str = ""  # why a measurement was not kept for the next run ("": it was, or came from the cache)
+    not_cached: str = ""  # why a measurement is not kept for good ("": it is); of a cached one, that it was taken under load
 
     @property
     def speedup(self) -> float:
@@ -66,7 +66,7 @@ class DtypeProbe:
 
     def describe(self) -> str:
         if self.cached:
-            source = f"cached measurement, {cache_path()}"
+            source = f"cached measurement{f' ({self.not_cached})' if self.not_cached else ''}, {cache_path()}"
         else:
             kept = f"not cached: {self.not_cached}" if self.not_cached else f"cached in {cache_path()}"
             source = f"measured in {self.seconds:.2f} s, {kept}; system.dtype=float32 skips the measurement"
@@ -81,21 +81,26 @@ class DtypeProbe:
 
 
 def choose_cpu_dtype(model_args: dict[str, Any], batch_size: int) -> DtypeProbe:
-    """float32 or bfloat16 for training this model on this CPU, whichever is faster (cached)."""
+    """float32 or bfloat16 for training this model on this CPU, whichever is faster (cached). A
+    measurement taken while other work competed for the cores is cached too, as provisional: a
+    busy machine reuses it rather than paying the probe at every start, and the next quiet start
+    measures again to replace it."""
     plan = probe_plan(model_args, batch_size)
     key = cache_key(model_args, plan)
     cached = _read_cache().get(key)
-    if cached is not None:
-        return DtypeProbe(cached["dtype"], cached["float32_ms"], cached["bfloat16_ms"], cached=True, key=key)
+    busy = machine_busy()
+    if cached is not None and (not cached.get("busy") or busy):
+        note = f"measured while {cached['busy']}; a quiet start measures again" if cached.get("busy") else ""
+        return DtypeProbe(cached["dtype"], cached["float32_ms"], cached["bfloat16_ms"], cached=True, key=key, not_cached=note)
     started = time.perf_counter()
     times = measure_step_ms(model_args, plan)
     dtype = "bfloat16" if times["float32"] >= BF16_MIN_SPEEDUP * times["bfloat16"] else "float32"
     probe = DtypeProbe(dtype, times["float32"], times["bfloat16"], cached=False, key=key, seconds=time.perf_counter() - started)
-    busy = machine_busy()
-    if busy:
-        return replace(probe, not_cached=f"{busy}, so the next run measures again")
-    failure = _write_cache(key, {"dtype": dtype, "float32_ms": probe.float32_ms, "bfloat16_ms": probe.bfloat16_ms, "measured": time.time()})
-    return replace(probe, not_cached=failure) if failure else probe
+    entry = {"dtype": dtype, "float32_ms": probe.float32_ms, "bfloat16_ms": probe.bfloat16_ms, "measured": time.time(), "busy": busy}
+    failure = _write_cache(key, entry)
+    if failure:
+        return replace(probe, not_cached=failure)
+    return replace(probe, not_cached=f"kept as provisional: {busy}, so the next quiet start measures again") if busy else probe
 
 
 def machine_busy() -> str | None:

@@ -88,6 +88,12 @@ class RunStopped(BaseException):
     it for one: the user asked the whole command to stop."""
 
 
+def install_hint(extra: str) -> str:
+    """How to add one of pyproject's extras: right after `pip install .` and after `pip install -e .`
+    alike (pip reads the extra from the installed package's metadata; no clone is needed)."""
+    return f'pip install "nanogpt[{extra}]"'
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type's name where it has none): what a
     one-line refusal quotes of a library's multi-line error."""

@@ -104,6 +104,26 @@ def remove_temp_files(run_dir: Path) -> list[str]:
     return removed
 
 
+class Eta:
+    """The time a run has left, from its pace since its first step: that step compiles and warms up
+    (seconds, where the others take milliseconds), and a pace over the last few steps jumps with
+    every evaluation and every burst of other work. Evaluations count, as the ones to come will."""
+
+    def __init__(self) -> None:
+        self._since: tuple[int, float] | None = None  # (iteration, clock) once the first step is done
+
+    def step_done(self, iter_num: int, now: float) -> None:
+        if self._since is None:
+            self._since = (iter_num, now)
+
+    def seconds_left(self, iter_num: int, max_iters: int, now: float) -> float | None:
+        """None until a step after the first is done."""
+        if self._since is None or iter_num <= self._since[0]:
+            return None
+        first, started = self._since
+        return (now - started) / (iter_num - first) * max(0, max_iters - iter_num)
+
+
 def format_duration(seconds: float) -> str:
     """1h02m or 3m07s."""
     seconds = int(round(seconds))

@@ -14,11 +14,11 @@ different base rates.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.distributed.tensor import DTensor, distribute_tensor
 
 from nanogpt.model import GPT
 
@@ -80,18 +80,27 @@ def orthogonalize(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
     return (x if wide else x.mT).to(g.dtype)
 
 
+def _is_dtensor(t: torch.Tensor) -> bool:
+    """Whether t is a DTensor, without importing torch.distributed.tensor (half a second of every
+    start): a DTensor exists only where FSDP has imported it already."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
+
+
 def whole(t: torch.Tensor) -> torch.Tensor:
     """The whole matrix of a parameter's gradient or momentum. Under FSDP (nanogpt.fsdp) they are
     DTensors of which each rank holds some rows, and orthogonalisation needs the whole matrix:
     every rank gathers it and orthogonalises all of them (the same work on every rank; simple
     and exact, where assigning matrices to ranks would save the duplicated compute)."""
-    return t.full_tensor() if isinstance(t, DTensor) else t
+    return t.full_tensor() if _is_dtensor(t) else t
 
 
 def shard_like(full: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     """This rank's part of the whole update `full`, sharded as param is (no communication: every
     rank holds the same whole update)."""
-    if isinstance(param, DTensor):
+    if _is_dtensor(param):
+        from torch.distributed.tensor import distribute_tensor
+
         return distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
     return full
 

@@ -183,6 +183,7 @@ def test_init_from_gpt2_without_a_network_fails_fast_in_one_line(bpe_data_dir, t
         "dataset=shakespeare",
         f"dataset.data_dir={bpe_data_dir}",
         "max_iters=2",
+        "optimizer.warmup_iters=0",
         "system.device=cpu",
         f"hydra.run.dir={tmp_path / 'run'}",
         env=env,

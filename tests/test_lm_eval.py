@@ -296,7 +296,7 @@ def test_refusals_are_one_line(finished_run, task_dir, capsys, monkeypatch):
     assert refusal(capsys, compose_eval(run)).startswith("error: tasks is required")
 
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # as if it were not installed
-    assert refusal(capsys, compose_eval(run, f"tasks=[{TASK}]", local)).endswith('not installed: pip install -e ".[eval]"')
+    assert refusal(capsys, compose_eval(run, f"tasks=[{TASK}]", local)).endswith('not installed: pip install "nanogpt[eval]"')
 
 
 def test_eval_tasks_need_a_schedule():

@@ -384,12 +384,14 @@ def test_a_full_disk_while_writing_metrics_or_the_plot_names_the_file(small_disk
 
 
 def test_a_report_on_a_read_only_folder_prints_the_table_then_one_line(small_disk, finished_run):
-    run_dir = copy_run(finished_run, small_disk / "run")
+    sweep = small_disk / "sweep"
+    copy_run(finished_run, sweep / "lr=1e-3")
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    proc = run_cli("nanogpt.report", str(run_dir), check=False)
+    proc = run_cli("nanogpt.report", str(sweep), check=False)
     assert proc.returncode == EXIT_STORAGE_ERROR and "finished" in proc.stdout, proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        f"error: {run_dir / 'summary.csv'}: read-only file system; remount it read-write or copy the folder to a writable place; the table above is not saved"
+        f"error: {sweep / 'summary.csv'}: read-only file system; remount it read-write or copy the folder to a writable place; "
+        f"the table above is not saved"
     ]
 
 

@@ -61,7 +61,9 @@ def test_a_search_runs_trials_side_by_side_and_reports_the_trial_with_the_lowest
     for num, folder in enumerate(folders):
         assert OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra.job.num == num
         params = trial_params(folder)
-        assert folder.name == f"{num}_" + ",".join(f"{k}={v}" for k, v in params.items())
+        # A drawn float named by 4 significant digits (the number tells two trials apart).
+        short = {k: (f"{float(v):.4g}" if "." in v else v) for k, v in params.items()}
+        assert folder.name == f"{num}_" + ",".join(f"{k}={v}" for k, v in short.items())
         assert 1e-4 <= float(params["optimizer.learning_rate"]) <= 1e-2 and params["model.n_layer"] in ("1", "2")
 
     losses = {folder: best_val_loss(folder) for folder in folders}
@@ -182,7 +184,7 @@ def test_without_the_sweep_extra_the_command_says_how_to_install_it(choice, mess
         env={"PYTHONPATH": str(shadow)},
         check=False,
     )
-    assert one_line_error(proc) == f'error: {message}, which is not installed: pip install -e ".[sweep]"'
+    assert one_line_error(proc) == f'error: {message}, which is not installed: pip install "nanogpt[sweep]"'
     assert not sweep.exists()
 
 

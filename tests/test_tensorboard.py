@@ -174,7 +174,7 @@ def test_without_the_tensorboard_package_the_run_is_refused_in_one_line(tmp_path
     assert exit.value.code == 2
     assert (
         capsys.readouterr().err
-        == 'error: logger=tensorboard needs the tensorboard package, which is not installed: pip install -e ".[tensorboard]"\n'
+        == 'error: logger=tensorboard needs the tensorboard package, which is not installed: pip install "nanogpt[tensorboard]"\n'
     )
     assert list(data.iterdir()) == [] and list((tmp_path / "run").iterdir()) == []  # refused before the data was prepared
 

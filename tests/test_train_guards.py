@@ -89,4 +89,4 @@ def test_the_report_shows_a_stopped_run_as_stopped(stopped_by_ctrl_c, capsys):
     assert report_main([str(stopped_by_ctrl_c)]) == 0
     header, row = capsys.readouterr().out.splitlines()[:2]
     assert header.split()[-1] == "status" and row.split()[-1] == "stopped"
-    assert (stopped_by_ctrl_c / "summary.csv").read_text().splitlines()[1].endswith(",stopped")
+    assert not (stopped_by_ctrl_c / "summary.csv").exists()  # one run's report writes nothing into it

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nanogpt.analysis.runs import FAILED, RunSummary, collect_runs
-from nanogpt.metrics import loss_axis
+from nanogpt.metrics import format_duration, loss_axis
 
 
 def varying_keys(runs: list[RunSummary]) -> list[str]:
@@ -44,7 +44,7 @@ def table_rows(runs: list[RunSummary], root: Path) -> tuple[list[str], list[list
     header += [*(["error"] if show_error else []), "status"]
     rows = []
     for r in sorted(runs, key=sort_key):
-        name = str(r.path.relative_to(root)) if r.path != root else "."
+        name = str(r.path.relative_to(root)) if r.path != root else r.path.name
         rows.append(
             [
                 name if len(name) <= 40 else name[:19] + "…" + name[-20:],
@@ -53,7 +53,7 @@ def table_rows(runs: list[RunSummary], root: Path) -> tuple[list[str], list[list
                 f"{r.best_val_loss:.4f}" if r.best_val_loss is not None else "-",
                 str(r.iters),
                 str(r.tokens),
-                f"{r.wall_s:.0f}s" if r.wall_s is not None else "-",
+                format_duration(r.wall_s) if r.wall_s is not None else "-",
                 f"{r.tokens_per_sec:,.0f}" if r.tokens_per_sec else "-",
                 *([r.error if r.status in FAILED else ""] if show_error else []),
                 r.status,
@@ -128,8 +128,8 @@ def search_result(root: Path, runs: list[RunSummary]) -> list[str]:
 
 def report(root: Path, out_dir: Path | None = None, runs: list[RunSummary] | None = None, show: Callable[[str], None] | None = None) -> str:
     """Summarise the runs under root (or the given summaries of them): the table, given to `show`
-    first (so that a folder that cannot be written still gets its report), then summary.csv,
-    summary.md and sweep.png written into out_dir (default: root). Returns the table."""
+    first (so that a folder that cannot be written still gets its report), then, for a folder of
+    runs, summary.csv, summary.md and sweep.png written into out_dir (default: root). Returns the table."""
     root = root.resolve()
     runs = runs if runs is not None else collect_runs(root)
     out_dir = out_dir or root
@@ -141,6 +141,8 @@ def report(root: Path, out_dir: Path | None = None, runs: list[RunSummary] | Non
     text = "\n".join([format_table(header, rows), *notes])
     if show is not None:
         show(text)
+    if len(runs) == 1 and runs[0].path == root:
+        return text  # one run folder: its loss.png and metrics.jsonl say the rest; nothing is written into it
     buffer = io.StringIO()
     csv.writer(buffer).writerows([header, *rows])
     (out_dir / "summary.csv").write_text(buffer.getvalue())

@@ -23,12 +23,11 @@ nothing but the standard library and nanogpt.errors: it is what runs first.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from nanogpt.errors import EXIT_INTERRUPTED, Interrupted, interrupt
 
@@ -49,20 +48,35 @@ def _run(module: str) -> None:
         signal.signal(signum, _raise_interrupted)
     try:
         importlib.import_module(f"nanogpt.cli.{module}").cli()
+        _ignore_stop_signals()  # the work is done: a signal from here to the exit changes nothing
+    except SystemExit:
+        _ignore_stop_signals()
+        raise
     except KeyboardInterrupt as exc:
         name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
         print(f"error: interrupted by {name}; stopped before it finished, nothing half-written was kept", file=sys.stderr, flush=True)
-        # Everything to clean up was cleaned up on the way here. A library interrupted half-way
-        # through its import (torch's, in the first seconds) may trip over itself at exit: leave
-        # without running the interpreter's exit hooks, once what was written is flushed.
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        logging.shutdown()
-        os._exit(EXIT_INTERRUPTED)
+        leave(EXIT_INTERRUPTED)
     except BrokenPipeError:
         # Python's advice: point stdout at devnull, so that flushing it at exit raises nothing more.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
+
+
+def leave(status: int) -> NoReturn:
+    """End the process now, after a stop signal, with `status`: everything to clean up was cleaned
+    up on the way here. A library interrupted half-way through its import (torch's, in the first
+    seconds) may trip over itself in the interpreter's exit hooks and end the process by the
+    signal instead: leave without them, once what was written is flushed."""
+    # logging.shutdown() is left out: a signal can land while logging holds its lock, and flushing
+    # would wait on it forever; every handler of ours flushes each record as it is written.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)
+
+
+def _ignore_stop_signals() -> None:
+    for signum in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _command(module: str) -> Callable[[], None]:

@@ -13,6 +13,8 @@ same tasks on a schedule with eval_tasks=[...] eval_tasks_interval=N.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +30,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from nanogpt.evaluation.harness import load_tasks, require_lm_eval, run_tasks, scores, write_results
 
     validate_eval(cfg)
+    go_offline_where_the_hub_is_unreachable()
     require_lm_eval()
     tasks = load_tasks(list(cfg.tasks), cfg.include_path)  # before the checkpoint: a bad task fails at once
     from lm_eval.utils import make_table
@@ -43,6 +46,20 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         print(make_table(results, "groups"))
     print(f"written: {', '.join(str(p) for p in written)}")
     return scores(results)
+
+
+def go_offline_where_the_hub_is_unreachable() -> None:
+    """Without a network, lm_eval's datasets retry the hub for half a minute, in twenty lines, before
+    the task's data is found missing: where one quick request finds the hub silent, the Hugging Face
+    libraries are told to read their caches only (before they are imported: they read it then)."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return
+    from nanogpt.data.hub import hub_unreachable
+
+    reason = hub_unreachable()
+    if reason is not None:
+        os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+        logging.getLogger(__name__).info("the Hugging Face hub cannot be reached (%s): the tasks' data is read from the cache only", reason)
 
 
 def task_list_argument(argv: list[str]) -> list[str]:

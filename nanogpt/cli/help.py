@@ -83,7 +83,7 @@ TEXTS = {
         "(init_from=hf:<folder> trains from it again). No run folder, no log file.",
     ),
     "eval": CommandText(
-        summary="Evaluate a run's checkpoint on benchmarks of EleutherAI's lm-evaluation-harness (pip install -e \".[eval]\").",
+        summary="Evaluate a run's checkpoint on benchmarks of EleutherAI's lm-evaluation-harness (pip install \"nanogpt[eval]\").",
         examples=(
             ("run_dir=outputs/2026-11-25/17-03-11 tasks=hellaswag,arc_easy", ""),
             ("run_dir=outputs/2026-11-25/17-03-11 tasks=hellaswag limit=200 batch_size=32", "200 documents"),

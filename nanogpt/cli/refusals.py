@@ -34,7 +34,7 @@ from nanogpt.cli.help import show_value
 from nanogpt.cli.hydra_compat import LEXER_PREFIX, PARSE_ERROR_PREFIX, merged_override, parse_hydra_arguments, unknown_key
 from nanogpt.config import CONF_DIR
 from nanogpt.config.validation import choices_text
-from nanogpt.errors import EXIT_USER_ERROR, ConfigError, first_line
+from nanogpt.errors import EXIT_USER_ERROR, ConfigError, first_line, install_hint
 from nanogpt.settings import Choice
 
 
@@ -153,7 +153,7 @@ def explain(exc: Exception, cmd: Command) -> str:
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file in PLUGIN_EXTRAS:
         package, extra = PLUGIN_EXTRAS[exc.missing_cfg_file]
         group, _, option = exc.missing_cfg_file.rpartition("/")
-        return f'{group}={option} needs Hydra\'s {package} plugin, which is not installed: pip install -e ".[{extra}]"'
+        return f"{group}={option} needs Hydra's {package} plugin, which is not installed: {install_hint(extra)}"
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
         return _unknown_option(group, option, list(exc.options or group_options(group)))
@@ -181,6 +181,12 @@ def _unknown_key(cmd: Command, key: str, parent_type: Any = None, adding: bool =
     if siblings:
         close = difflib.get_close_matches(leaf, sorted(siblings), n=1, cutoff=0.6)
         suggestion = f"{parent}.{close[0]}" if close and parent else (close[0] if close else None)
+        if suggestion is None and not parent:
+            # A group's key written bare (learning_rate=1e-3): the key of that name, or a close one, in a group.
+            nested = sorted(k for k in cmd.keys if "." in k and not k.startswith("hydra."))
+            leaves = {k.rpartition(".")[2]: k for k in reversed(nested)}  # the first group's, where several have one
+            close = difflib.get_close_matches(leaf, sorted(leaves), n=1, cutoff=0.8)
+            suggestion = leaves[close[0]] if close else None
     else:  # the parent is unknown too (a typo in it): compare the whole key
         close = difflib.get_close_matches(key, sorted(cmd.keys), n=1, cutoff=0.6)
         suggestion = close[0] if close else None

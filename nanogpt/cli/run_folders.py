@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from datetime import datetime
 from pathlib import Path
@@ -97,6 +98,10 @@ def note_sweep_keys(argv: list[str]) -> None:
     os.environ[SWEEP_KEYS_ENV] = ",".join(keys)
 
 
+# A float written with more digits than a folder name needs (0.0003342330176505329, 1.234567e-05).
+_LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{5,}(?:e-?\d+)?|(?<![\w.])-?\d\.\d{4,}e-?\d+")
+
+
 def job_dirname(num: int, task_overrides: Any, numbered: bool = False) -> str:
     """A sweep job's folder name (resolver `nanogpt.job_dirname`): the values of its swept keys,
     e.g. "model=mini,optimizer.learning_rate=1e-3", made safe as one path component. With
@@ -105,6 +110,8 @@ def job_dirname(num: int, task_overrides: Any, numbered: bool = False) -> str:
     swept = set(filter(None, os.environ.get(SWEEP_KEYS_ENV, "").split(",")))
     items = sorted(str(o) for o in task_overrides if str(o).split("=", 1)[0].lstrip("+~") in swept)
     name = ",".join(items).replace("/", "_").replace("\\", "_").strip(".")
+    if numbered:  # Optuna draws floats to the last digit: 4 significant ones name a trial (its number tells it apart)
+        name = _LONG_FLOAT.sub(lambda m: f"{float(m[0]):.4g}", name)
     if not name:
         return str(num)
     if len(name) > 150:

@@ -16,6 +16,7 @@ is done by nanogpt.generation, which notebooks can use directly (nanogpt.Generat
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nanogpt.cli.launch import launch, run_or_exit
+from nanogpt.cli.run_folders import find_latest_run
 from nanogpt.config import CONF_DIR, validate_generation, validate_sample
 from nanogpt.errors import ConfigError
 
@@ -64,11 +66,10 @@ def sample(cfg: DictConfig) -> list[str]:
     )
     validate_sample(cfg)
     validate_generation(**options, seed=cfg.seed)  # before loading the checkpoint: a bad option fails at once
-    if cfg.run_dir is None:
-        raise ConfigError("run_dir is required: python -m nanogpt.sample run_dir=<a run folder under outputs/>")
+    run_dir = cfg.run_dir if cfg.run_dir is not None else newest_run()
     from nanogpt.generation import Generator  # torch: only once the command line is known good
 
-    generator = Generator.from_run(cfg.run_dir, cfg.checkpoint, cfg.system.device, cfg.system.dtype, cfg.system.check_memory)
+    generator = Generator.from_run(run_dir, cfg.checkpoint, cfg.system.device, cfg.system.dtype, cfg.system.check_memory)
     texts = generator.generate(read_prompt(cfg.prompt), seed=cfg.seed, kv_cache=cfg.kv_cache, on_text=show if cfg.stream else None, **options)
     for i, text in enumerate(texts):
         if i:
@@ -77,6 +78,16 @@ def sample(cfg: DictConfig) -> list[str]:
             show(text)
         show("\n")
     return texts
+
+
+def newest_run() -> str:
+    """Without run_dir: the run under ./outputs/ with the newest checkpoint (as init_from=resume
+    takes it), said on stderr; none there is one line asking for run_dir."""
+    latest = find_latest_run(Path("outputs"))
+    if latest is None:
+        raise ConfigError("run_dir is required: no run with a checkpoint under ./outputs/; nanogpt-sample run_dir=<a run folder>")
+    logging.getLogger(__name__).info("run_dir not given: sampling from %s, the run with the newest checkpoint under outputs/", latest)
+    return str(latest)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="sample")

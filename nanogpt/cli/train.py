@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from nanogpt.cli import STOP_SIGNALS
+from nanogpt.cli import STOP_SIGNALS, leave
 from nanogpt.cli.free_text import quote_free_text
 from nanogpt.cli.launch import RunDirGuard, launch, run_or_exit, run_sweep_job
 from nanogpt.cli.run_folders import PROCESS_START, live_runs, note_sweep_keys
@@ -75,7 +75,7 @@ def ended_by_signal(exc: BaseException, cfg: DictConfig, run_dir: Path, sweep: b
         print(f"stopped by {name} while starting; the run's checkpoint is kept. Resume with: {resume_command(run_dir)}", file=sys.stderr, flush=True)
     else:
         print(f"error: interrupted by {name} before the run's first checkpoint; nothing was kept", file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_STOPPED if kept and not (isinstance(exc, Interrupted) and exc.second) else EXIT_INTERRUPTED) from None
+    leave(EXIT_STOPPED if kept and not (isinstance(exc, Interrupted) and exc.second) else EXIT_INTERRUPTED)
 
 
 def command_name() -> str:

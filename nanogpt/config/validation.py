@@ -198,9 +198,9 @@ def validate_sample(cfg: DictConfig | SampleConfig) -> None:
 def validate_export(cfg: DictConfig | ExportConfig) -> None:
     validate_checkpoint_choice(cfg.checkpoint)
     if cfg.run_dir is None:
-        raise ConfigError("run_dir is required: python -m nanogpt.export run_dir=<a run folder> out=<a new folder>")
+        raise ConfigError("run_dir is required: nanogpt-export run_dir=<a run folder> out=<a new folder>")
     if cfg.out is None:
-        raise ConfigError("out is required: python -m nanogpt.export run_dir=<a run folder> out=<a new folder>")
+        raise ConfigError("out is required: nanogpt-export run_dir=<a run folder> out=<a new folder>")
 
 
 def validate_benchmark_options(limit: float | None, include_path: str | None, prefix: str = "") -> None:
@@ -228,8 +228,8 @@ def validate_eval(cfg: DictConfig | EvalConfig) -> None:
     validate_checkpoint_choice(cfg.checkpoint)
     validate_system(cfg.system)
     if cfg.run_dir is None:
-        raise ConfigError("run_dir is required: python -m nanogpt.eval run_dir=<a run folder> tasks=<lm_eval task names>")
+        raise ConfigError("run_dir is required: nanogpt-eval run_dir=<a run folder> tasks=<lm_eval task names>")
     if not cfg.tasks:
-        raise ConfigError("tasks is required: python -m nanogpt.eval run_dir=<a run folder> tasks=hellaswag,arc_easy")
+        raise ConfigError("tasks is required: nanogpt-eval run_dir=<a run folder> tasks=hellaswag,arc_easy")
     _require(cfg.batch_size > 0, "batch_size", cfg.batch_size, "must be a positive integer")
     validate_benchmark_options(cfg.limit, cfg.include_path)

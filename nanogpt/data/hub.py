@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
 from types import ModuleType
 from urllib.parse import urlparse
 
-from nanogpt.errors import DataError, first_line
+from nanogpt.errors import DataError, first_line, install_hint
 from nanogpt.files import file_sha256
 
 log = logging.getLogger(__name__)
@@ -150,6 +154,21 @@ class HubSource:
 BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".arrow": "arrow"}
 
 
+def hub_unreachable(url: str | None = None) -> str | None:
+    """Why the Hugging Face hub does not answer, in a few words; None where it answers at all (any
+    HTTP status). One HEAD request (to `url`, else the hub's endpoint), no retries, at most
+    HUB_PROBE_TIMEOUT_S: the hub client's own first request retries for half a minute. Plain urllib,
+    so that asking imports neither huggingface_hub nor datasets."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(urllib.request.Request(url or endpoint, method="HEAD"), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return None  # it answers
+    except (OSError, HTTPException, ValueError) as exc:
+        return first_line(exc.reason if isinstance(exc, urllib.error.URLError) else exc)  # not "<urlopen error ...>"
+    return None
+
+
 def _load_local(datasets: ModuleType, path: Path, config: str | None, split: str) -> object:
     if path.is_file():
         builder = BUILDERS.get(path.suffix)
@@ -163,7 +182,7 @@ def _import_datasets() -> ModuleType:
     try:
         import datasets
     except ImportError:
-        raise DataError("dataset.hf_path needs Hugging Face datasets: pip install 'nanogpt[hf]' (or pip install datasets)") from None
+        raise DataError(f"dataset.hf_path needs Hugging Face datasets: {install_hint('hf')} (or pip install datasets)") from None
     # datasets' progress bars and "Resolving data files" notes would interleave with ours.
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()

@@ -71,7 +71,7 @@ class CharTokenizer:
         unknown = (ids == UNKNOWN) | (points >= len(self._ids))
         if unknown.any():
             chars = sorted({chr(p) for p in points[unknown]})
-            shown = ", ".join(repr(c) for c in chars[:5])
+            shown = ", ".join(repr(c) for c in chars[:5]) + (f" and {len(chars) - 5} more" if len(chars) > 5 else "")
             raise DataError(f"the text holds {len(chars)} character(s) outside this model's vocabulary: {shown}")
         return ids.astype(np.uint32)
 

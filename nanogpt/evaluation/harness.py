@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from nanogpt.checkpoint import capture_rng_state, restore_rng_state
 from nanogpt.data import Tokenizer
-from nanogpt.errors import ConfigError, DataError, first_line
+from nanogpt.errors import ConfigError, DataError, first_line, install_hint
 from nanogpt.files import atomic_write_bytes
 from nanogpt.model import GPT
 from nanogpt.system import System
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from lm_eval.api.model import LM
     from lm_eval.tasks import TaskManager
 
-INSTALL_HINT = 'pip install -e ".[eval]"'
+INSTALL_HINT = install_hint("eval")
 
 
 def require_lm_eval() -> None:

@@ -15,7 +15,7 @@ log-likelihoods use lm_eval's own windows; the log-probabilities are over the to
 vocabulary, never the padding rows of a padded embedding. Generation is nanogpt.generation's,
 greedy unless a task asks to sample, with the KV cache.
 
-This module imports lm_eval, an optional dependency (`pip install -e ".[eval]"`); import it only
+This module imports lm_eval, an optional dependency (`pip install "nanogpt[eval]"`); import it only
 where benchmarks are asked for (nanogpt.evaluation.harness.require_lm_eval says what is missing).
 """
 
@@ -80,7 +80,7 @@ class NanoGPTLM(TemplateLM):
         try:
             return self.tokenizer.encode(string)
         except DataError:
-            # Only a character vocabulary refuses text (tiny Shakespeare's has no digits). A task is
+            # Only a character vocabulary refuses text (tiny Shakespeare's has no digit but 3). A task is
             # still scored: an unknown character becomes the first one, as in the tokenizer that
             # nanogpt.export writes for such a model.
             assert isinstance(self.tokenizer, CharTokenizer)

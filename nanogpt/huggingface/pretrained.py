@@ -17,10 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import urllib.error
-import urllib.request
 import zipfile
-from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -33,7 +30,7 @@ from safetensors.torch import load_file
 from nanogpt.architecture import GPT2_OPTIONS
 from nanogpt.config import PRETRAINED_REPOS
 from nanogpt.data import GPT2_VOCAB_SIZE, same_tokenizer
-from nanogpt.data.hub import HUB_PROBE_TIMEOUT_S
+from nanogpt.data.hub import hub_unreachable
 from nanogpt.errors import CheckpointError, ConfigError, first_line
 from nanogpt.huggingface.layout import CONV1D_WEIGHTS, GELUS
 from nanogpt.model import GPT, GPTConfig
@@ -113,18 +110,10 @@ def _hub_folder(init_from: str) -> Path:
         cached = [huggingface_hub.try_to_load_from_cache(repo, filename) for filename in HUB_FILES]
         if all(isinstance(path, str) for path in cached):
             return Path(cached[0]).parent
-        try:
-            # One request without retries: does the hub answer at all? Plain urllib, because
-            # huggingface_hub's first request first fetches a registry for its user agent,
-            # with a timeout of its own, which doubled the wait of an unreachable hub.
-            request = urllib.request.Request(huggingface_hub.hf_hub_url(repo, HUB_FILES[0]), method="HEAD")
-            urllib.request.urlopen(request, timeout=HUB_PROBE_TIMEOUT_S).close()
-        except urllib.error.HTTPError:
-            pass  # it answers; the download below reports what it said
-        except (OSError, HTTPException, ValueError) as exc:
+        reason = hub_unreachable(huggingface_hub.hf_hub_url(repo, HUB_FILES[0]))
+        if reason is not None:
             host = urlparse(constants.ENDPOINT).netloc
-            reason = first_line(exc.reason if isinstance(exc, urllib.error.URLError) else exc)  # not "<urlopen error ...>"
-            raise CheckpointError(f"{not_cached} and {host} cannot be reached ({reason}); connect once, or {local_copy}") from None
+            raise CheckpointError(f"{not_cached} and {host} cannot be reached ({reason}); connect once, or {local_copy}")
     try:
         for filename in HUB_FILES:
             path = Path(huggingface_hub.hf_hub_download(repo, filename))

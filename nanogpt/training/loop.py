@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from nanogpt.data import EVAL_DATA_STREAM, TokenFile, load_tokenizer, stream_seed
 from nanogpt.distributed import Dist, any_rank, max_over_ranks, mean_over_ranks
 from nanogpt.errors import check_interrupted
-from nanogpt.metrics import MetricsLog, format_duration, plot_losses
+from nanogpt.metrics import Eta, MetricsLog, format_duration, plot_losses
 from nanogpt.system import System, peak_memory_mb
 from nanogpt.training.guards import StopRequest, diverged
 from nanogpt.training.setup import TrainingRun
@@ -201,6 +201,7 @@ def train(run: TrainingRun, stop: StopRequest, launched_at: float, resume_comman
     if state.iter_num >= cfg.max_iters:
         log.info("this run already reached max_iters=%d; nothing to do", cfg.max_iters)
     window_start, window_iters = time.perf_counter(), 0
+    pace = Eta()
     last_eval_iter = state.iter_num if state.iter_num > 0 else -1
     last_benchmark_iter = last_eval_iter
     stopped, status = False, "failed"
@@ -251,14 +252,18 @@ def train(run: TrainingRun, stop: StopRequest, launched_at: float, resume_comman
             lr = lr_at(state.iter_num, cfg.optimizer, cfg.max_iters, used)
             loss = train_step(run, lr)
             state.start_clock()
+            pace.step_done(state.iter_num, time.perf_counter())
             window_iters += 1
             if state.iter_num % cfg.log_interval == 0 or state.iter_num == cfg.max_iters:
                 # .item() waits for the device; doing it only here keeps the other steps sync-free.
                 train_loss = mean_over_ranks(loss, run.world).item()
                 grad = run.health.read(state.iter_num, run.run_dir)
-                seconds = (time.perf_counter() - window_start) / window_iters
+                now = time.perf_counter()
+                seconds = (now - window_start) / window_iters
                 tokens_per_sec = run.tokens_per_iter / seconds
-                eta = seconds * (cfg.max_iters - state.iter_num)
+                eta = pace.seconds_left(state.iter_num, cfg.max_iters, now)
+                if eta is None:  # the first step: no pace yet but this one's
+                    eta = seconds * (cfg.max_iters - state.iter_num)
                 if cfg.time_budget_s is not None:
                     eta = min(eta, max(0.0, cfg.time_budget_s - state.elapsed))
                 mfu = run.flops_per_iter / seconds / (run.peak_flops * run.world.world_size) if run.peak_flops else None

@@ -97,6 +97,14 @@ def _train(
     validate_train(cfg)
     if cfg.tensorboard.enabled and not cfg.eval_only:
         tensorboard_writer()  # a missing package is refused now, before the data and the model load
+    opt = cfg.optimizer
+    if not cfg.eval_only and opt.decay_lr and opt.warmup_iters >= cfg.max_iters > 0:
+        # A short run (a sweep's, an Optuna trial's) would never reach the learning rate it sweeps.
+        log.warning(
+            "optimizer.warmup_iters=%d is not below max_iters=%d: this run ends still warming up, below optimizer.learning_rate; "
+            "set optimizer.warmup_iters to a tenth of the run, say",
+            opt.warmup_iters, cfg.max_iters,
+        )  # fmt: skip
     if cfg.optimizer.lr_decay_iters is None:
         # Fix the schedule's length now, so that resuming with a larger max_iters continues
         # this schedule rather than stretching it mid-run.

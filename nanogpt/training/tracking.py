@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from nanogpt.data import load_tokenizer
-from nanogpt.errors import ConfigError
+from nanogpt.errors import ConfigError, install_hint
 from nanogpt.generation import generate_ids
 from nanogpt.model import GPT
 from nanogpt.system import System
@@ -128,7 +128,7 @@ def tensorboard_writer() -> type:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ConfigError('logger=tensorboard needs the tensorboard package, which is not installed: pip install -e ".[tensorboard]"') from None
+        raise ConfigError(f"logger=tensorboard needs the tensorboard package, which is not installed: {install_hint('tensorboard')}") from None
     return SummaryWriter
 
 
