@@ -44,6 +44,13 @@ alive() {
   [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "$2" ]
 }
 
+came_up() {  # came_up PIDFILE COMM: a daemon just launched writes its pid file only once it has
+  # forked and initialised, so "no pid file yet" is not "died": allow it 10 s to appear
+  local i
+  for i in $(seq 100); do alive "$1" "$2" && return 0; sleep 0.1; done
+  log "$2 did not come up (no live pid in $1 after 10 s)"; tail -20 "$LOGDIR/$2.log" >&2; exit 1
+}
+
 stop_one() {  # stop_one PIDFILE COMM
   local pid i
   alive "$1" "$2" || return 0
@@ -224,6 +231,7 @@ if [ "$ACCOUNTING" = 1 ]; then
               GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
   if ! alive /run/slurmdbd.pid slurmdbd; then
     /usr/sbin/slurmdbd     # daemonizes, writes /run/slurmdbd.pid
+    came_up /run/slurmdbd.pid slurmdbd
     log "slurmdbd started"
   fi
   # slurmdbd must answer BEFORE slurmctld starts: on a fresh state dir slurmctld otherwise
@@ -238,12 +246,14 @@ fi
 
 if ! alive /run/slurmctld.pid slurmctld; then
   /usr/sbin/slurmctld     # daemonizes, writes /run/slurmctld.pid
+  came_up /run/slurmctld.pid slurmctld
   log "slurmctld started"
 fi
 SLURMD_T=""
 if ! alive /run/slurmd.pid slurmd; then
   SLURMD_T=$(date +%FT%T)
   /usr/sbin/slurmd -N "$NODE"
+  came_up /run/slurmd.pid slurmd
   log "slurmd started"
 fi
 
